@@ -1,0 +1,79 @@
+"""`python -m analysis`: MLflow sweep -> figures, tables, verdicts and an HTML report.
+
+Reads every run of an MLflow experiment (or of one sweep), caches the metric
+histories as parquet in the output folder, writes report.html, five figures,
+fits.csv, fit_groups.csv, peaks.csv, verdicts.csv, verdicts.md, runs.csv and
+missing_metrics.csv, and logs them as artifacts of the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis import load, report
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  python -m analysis --experiment rlhf-sweeps --tracking-uri sqlite:///mlflow.db\n"
+            "  python -m analysis --sweep 2025-01-01_entropy_grid --out reports/entropy --refresh\n"
+            "  python -m analysis --tracking-uri http://mlflow.internal:5000 --no-log-artifacts"
+        ),
+    )
+    p.add_argument("--experiment", default="rlhf-sweeps", help="MLflow experiment name (default: %(default)s)")
+    p.add_argument("--sweep", default=None, help="only runs tagged sweep_id=SWEEP (default: every run of the experiment)")
+    p.add_argument("--out", default=None, help="output folder (default: analysis_out/<sweep or experiment>)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000 (default: MLFLOW_TRACKING_URI / MLflow's default)",
+    )
+    p.add_argument("--refresh", action="store_true", help="re-query MLflow instead of reusing <out>/cache/*.parquet")
+    p.add_argument(
+        "--no-log-artifacts", action="store_true", help="do not log the report as artifacts of the sweep's parent run"
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for fit intervals (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out or Path("analysis_out") / (args.sweep or args.experiment))
+    data = load.load(args.experiment, args.sweep, args.tracking_uri, out, refresh=args.refresh)
+    source = "cache (use --refresh to re-query MLflow)" if data.from_cache else "MLflow"
+    print(f"loaded {len(data.runs)} runs, {len(data.metrics)} metric points from {source}")
+    if data.runs.empty:
+        print("no runs to analyze", file=sys.stderr)
+    title = f"rlhf-sweeps analysis: {args.experiment}" + (f" / sweep {args.sweep}" if args.sweep else "")
+    rep = report.build(data.runs, data.metrics, out, title=title, n_boot=args.n_boot)
+
+    status = data.runs["status"].value_counts().to_dict() if not data.runs.empty else {}
+    print("runs by status: " + (", ".join(f"{k} {v}" for k, v in status.items()) or "none"))
+    if not rep.missing.empty:
+        print(f"{len(rep.missing)} run(s) missing required metrics (listed in the report):")
+        for r in rep.missing.itertuples(index=False):
+            print(f"  {r.run_name} [{r.status}]: {r.missing}")
+    print("verdicts:")
+    for r in rep.verdicts.itertuples(index=False):
+        print(f"  {r.claim} {r.verdict:<13} {r.evidence}")
+
+    if not args.no_log_artifacts:
+        if load.log_report_to_parent(data.parent_run_id, rep.files, args.tracking_uri):
+            print(f"logged {len(rep.files)} files to parent run {data.parent_run_id} under artifacts/analysis/")
+        else:
+            print("no single sweep parent run found: report not logged to MLflow")
+    print("wrote:")
+    for path in rep.files:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Config schemas (types, defaults) and validation with actionable errors.
+
+The dataclasses are the Hydra schema: `launch.py` registers `Config` in
+Hydra's ConfigStore, and the YAML files in `conf/` only set values. A wrong
+type or an unknown key therefore fails at composition; `validate` then checks
+values (ranges, allowed names) and reports every problem at once, naming the
+key and what to do, before any model is built or any MLflow run is opened.
+
+No derived value is written back into the config: see `plan.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# `${project_root:}` in YAML: the checkout's folder, wherever the job runs
+# (submitit and SLURM jobs do not start in the user's working directory).
+if not OmegaConf.has_resolver("project_root"):
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+REGULARIZERS = {"kl": ("k1", "k2", "k3"), "entropy": ("sampled", "exact"), "none": ("none",)}
+PLACEMENTS = ("reward", "loss")
+ONLINE_ALGOS = ("rloo", "reinforce", "online_simpo")
+OFFLINE_ALGOS = ("simpo", "dpo")
+ALGOS = ONLINE_ALGOS + OFFLINE_ALGOS + ("bon",)
+ROLLOUTS = ("hf", "vllm")
+TASKS = ("synthetic", "tldr", "preference")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong. The message names each key and the fix."""
+
+
+@dataclass
+class WorldConfig:
+    """Parameters of the hidden language: see rlhf_sweeps/world/language.py."""
+
+    seed: int = 0
+    n_words: int = 200
+    min_successors: int = 5
+    max_successors: int = 10
+    dirichlet_alpha: float = 1.0
+    stop_beta_a: float = 1.0
+    stop_beta_b: float = 12.0
+    min_prompt_words: int = 3
+    max_prompt_words: int = 6
+    max_response_words: int = 24
+    eps: float = 1e-3
+    fluency_weight: float = 0.5
+    min_content_len: int = 8
+    junk_value: float = -1.0
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    seed: int = 0
+
+
+@dataclass
+class PairsConfig:
+    n_pairs: int = 5000
+    # label ~ Bernoulli(sigmoid((gold_a - gold_b) / bt_scale)): Bradley-Terry
+    # noise; `label_noise` flips a further fraction uniformly at random.
+    bt_scale: float = 0.1
+    label_noise: float = 0.0
+    sample_temperature: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class ProxyConfig:
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 1e-3
+    heldout_frac: float = 0.1
+    n_norm_prompts: int = 512  # initial-policy samples used to normalize proxy and gold
+    seed: int = 0
+
+
+@dataclass
+class TaskConfig:
+    name: str = "synthetic"
+    world: WorldConfig = field(default_factory=WorldConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    n_eval_prompts: int = 64
+    eval_samples_per_prompt: int = 2
+    eval_seed: int = 1234
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    head_dim: int = 64  # vLLM's CPU attention rejects 16; 32 and 64 work
+    intermediate_size: int = 256
+    max_position_embeddings: int = 64
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "rloo"
+    prompts_per_step: int = 16
+    k: int = 4  # samples per prompt (RLOO needs >= 2)
+    eos_penalty: float = 0.0  # subtracted from the reward of a response with no <eos>
+    grad_clip: float = 1.0
+    # preference optimization (simpo / dpo / online_simpo)
+    beta: float = 2.0
+    gamma_beta_ratio: float = 0.5
+    batch_size: int = 32
+    epochs: int = 1
+    # best-of-n baseline
+    bon_n: int = 64
+
+
+@dataclass
+class RegularizerConfig:
+    name: str = "kl"
+    estimator: str = "k1"
+    placement: str = "reward"
+    length_normalize: bool = False
+    adaptive: bool = False  # Ziegler et al. adaptive KL coefficient
+    target: float = 6.0  # target sequence KL (nats) for the adaptive controller
+    horizon: int = 10000
+
+
+@dataclass
+class RolloutConfig:
+    name: str = "hf"
+    temperature: float = 1.0  # sampling temperature: also used for every logprob and entropy
+    top_p: float = 1.0
+    max_new_tokens: int = 24
+    sync_every: int = 1
+    is_correction: Optional[str] = None  # None | "token" | "sequence"
+    is_cap: float = 2.0
+    dtype: str = "float32"
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = True
+    enable_sleep_mode: bool = False
+    kv_cache_gb: float = 1.0
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///${project_root:}/mlflow.db"
+    experiment: str = "rlhf-sweeps"
+    samples_per_eval: int = 16  # rows in the sample-generation table logged at each eval
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    lr: float = 3e-4
+    # The regularization coefficient: alpha for entropy, beta for KL (as in
+    # maximum-entropy RL). The sampling temperature is rollout.temperature.
+    temperature: float = 0.05
+    seed: int = 0
+    steps: int = 200
+    eval_every: int = 20
+    checkpoint_every: int = 50
+    threads: Optional[int] = None  # torch threads; None = SLURM/submitit allotment or all cores
+    cache_dir: str = "${project_root:}/artifacts"
+    force: bool = False
+    dry_run: bool = False
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def validate(cfg: Any) -> None:
+    """Check values; raise ConfigError listing every problem with its fix."""
+    errors: list[str] = []
+
+    def need(ok: bool, key: str, value: Any, what: str) -> None:
+        if not ok:
+            errors.append(f"  {key}={value!r}: {what}")
+
+    def positive(key: str, value: Any, example: str) -> None:
+        need(_finite(value) and value > 0, key, value, f"must be a positive number (e.g. {key}={example})")
+
+    def choice(key: str, value: Any, allowed: tuple) -> None:
+        need(value in allowed, key, value, f"allowed values are {', '.join(allowed)}")
+
+    positive("lr", cfg.lr, "3e-4")
+    need(_finite(cfg.temperature) and cfg.temperature >= 0, "temperature", cfg.temperature,
+         "the regularization coefficient must be >= 0 (e.g. temperature=0.05)")
+    for key in ("steps", "eval_every", "checkpoint_every"):
+        need(cfg[key] >= 1, key, cfg[key], "must be >= 1")
+
+    reg = cfg.regularizer
+    choice("regularizer.name", reg.name, tuple(REGULARIZERS))
+    if reg.name in REGULARIZERS and reg.name != "none":
+        choice("regularizer.estimator", reg.estimator, REGULARIZERS[reg.name])
+    choice("regularizer.placement", reg.placement, PLACEMENTS)
+    need(not (reg.adaptive and reg.name != "kl"), "regularizer.adaptive", reg.adaptive,
+         "the adaptive controller only applies to regularizer=kl")
+    if reg.adaptive:
+        positive("regularizer.target", reg.target, "6.0")
+
+    algo = cfg.algo
+    choice("algo.name", algo.name, ALGOS)
+    need(algo.prompts_per_step >= 1, "algo.prompts_per_step", algo.prompts_per_step, "must be >= 1")
+    if algo.name in ("rloo", "online_simpo"):
+        need(algo.k >= 2, "algo.k", algo.k, f"algo={algo.name} needs at least 2 samples per prompt")
+    else:
+        need(algo.k >= 1, "algo.k", algo.k, "must be >= 1")
+    need(_finite(algo.eos_penalty) and algo.eos_penalty >= 0, "algo.eos_penalty", algo.eos_penalty, "must be >= 0")
+    positive("algo.beta", algo.beta, "2.0")
+    need(_finite(algo.gamma_beta_ratio) and algo.gamma_beta_ratio >= 0, "algo.gamma_beta_ratio",
+         algo.gamma_beta_ratio, "must be >= 0")
+
+    ro = cfg.rollout
+    choice("rollout.name", ro.name, ROLLOUTS)
+    positive("rollout.temperature", ro.temperature, "1.0")
+    need(_finite(ro.top_p) and 0 < ro.top_p <= 1, "rollout.top_p", ro.top_p, "must be in (0, 1]")
+    need(ro.max_new_tokens >= 1, "rollout.max_new_tokens", ro.max_new_tokens, "must be >= 1")
+    need(ro.sync_every >= 1, "rollout.sync_every", ro.sync_every, "must be >= 1")
+    need(ro.is_correction in (None, "token", "sequence"), "rollout.is_correction", ro.is_correction,
+         "allowed values are null, token, sequence")
+    choice("rollout.dtype", ro.dtype, DTYPES)
+
+    choice("task.name", cfg.task.name, TASKS)
+    m = cfg.model
+    for key in ("hidden_size", "num_layers", "num_heads", "head_dim", "intermediate_size"):
+        need(m[key] >= 1, f"model.{key}", m[key], "must be >= 1")
+    if ro.name == "vllm":
+        need(m.head_dim in (32, 64, 80, 96, 112, 128, 256), "model.head_dim", m.head_dim,
+             "vLLM's CPU attention needs head_dim 32 or 64 (16 is rejected)")
+
+    if errors:
+        raise ConfigError(
+            "Invalid config:\n" + "\n".join(errors)
+            + "\nFix the value(s) on the command line or in conf/, e.g. `python launch.py lr=3e-4`."
+        )

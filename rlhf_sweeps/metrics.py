@@ -1,0 +1,103 @@
+"""Every metric, param and tag name the project writes or reads, defined once.
+
+The training side (`rlhf_sweeps.tracking`) logs under these names and
+`analysis/` reads them back, so renaming a metric is a one-line change here.
+Names are namespaced by what they measure: `train/` (the optimized batch),
+`eval/` (fixed held-out prompts, fixed seeds), `rollout/`, `perf/`, `pref/`
+(preference losses), `bon/` (best-of-n baseline).
+"""
+
+# --- training batch (step = optimizer step) ---------------------------------
+TRAIN_PROXY_REWARD = "train/proxy_reward"  # normalized proxy score of the samples
+TRAIN_RLHF_REWARD = "train/rlhf_reward"  # what is optimized: proxy - coef*penalty - eos penalty
+TRAIN_KL = "train/kl"  # sequence-summed k1 KL to the reference (sampled tokens)
+TRAIN_ENTROPY = "train/entropy"  # sequence-summed exact entropy at the sampling temperature
+TRAIN_RESPONSE_LENGTH = "train/response_length"
+TRAIN_EOS_RATE = "train/eos_rate"
+TRAIN_LOSS = "train/loss"
+TRAIN_PG_LOSS = "train/pg_loss"
+TRAIN_REG_LOSS = "train/reg_loss"  # regularizer term when placed in the loss
+TRAIN_COEF = "train/coef"  # regularization coefficient (changes under the adaptive controller)
+TRAIN_GRAD_NORM = "train/grad_norm"
+
+# --- evaluation (step = optimizer step at which it was taken) ---------------
+EVAL_PROXY_REWARD = "eval/proxy_reward"
+EVAL_GOLD_REWARD = "eval/gold_reward"
+EVAL_KL = "eval/kl"  # exact, from full distributions, summed over the sequence
+EVAL_KL_K1 = "eval/kl_k1"
+EVAL_KL_K3 = "eval/kl_k3"
+EVAL_ENTROPY = "eval/entropy"  # exact, summed over the sequence
+EVAL_RESPONSE_LENGTH = "eval/response_length"
+EVAL_EOS_RATE = "eval/eos_rate"
+EVAL_GOLD_WIN_RATE = "eval/gold_win_rate"  # vs the initial policy's samples, ties count 1/2
+
+EVAL_KEYS = (
+    EVAL_PROXY_REWARD,
+    EVAL_GOLD_REWARD,
+    EVAL_KL,
+    EVAL_KL_K1,
+    EVAL_KL_K3,
+    EVAL_ENTROPY,
+    EVAL_RESPONSE_LENGTH,
+    EVAL_EOS_RATE,
+    EVAL_GOLD_WIN_RATE,
+)
+TRAIN_KEYS = (
+    TRAIN_PROXY_REWARD,
+    TRAIN_RLHF_REWARD,
+    TRAIN_KL,
+    TRAIN_ENTROPY,
+    TRAIN_RESPONSE_LENGTH,
+    TRAIN_LOSS,
+)
+
+# --- rollout engine ----------------------------------------------------------
+ROLLOUT_LOGPROB_GAP_MEAN = "rollout/logprob_gap_mean"  # |engine logp - trainer logp|, sampled tokens
+ROLLOUT_LOGPROB_GAP_MAX = "rollout/logprob_gap_max"
+ROLLOUT_IS_CLIPPED_FRAC = "rollout/is_clipped_frac"
+ROLLOUT_STALENESS = "rollout/staleness"  # optimizer steps since the engine's weights were synced
+
+# --- where time and memory go -----------------------------------------------
+PERF_ROLLOUT_S = "perf/rollout_s"
+PERF_SCORE_S = "perf/score_s"
+PERF_UPDATE_S = "perf/update_s"
+PERF_SYNC_S = "perf/sync_s"
+PERF_STEP_S = "perf/step_s"
+PERF_RSS_GB = "perf/rss_gb"
+
+# --- offline / online preference optimization -------------------------------
+PREF_CHOSEN_REWARD = "pref/chosen_reward"
+PREF_REJECTED_REWARD = "pref/rejected_reward"
+PREF_MARGIN = "pref/margin"
+PREF_ACCURACY = "pref/accuracy"
+PREF_CHOSEN_LOGP = "pref/chosen_logp"
+PREF_REJECTED_LOGP = "pref/rejected_logp"
+
+# --- best-of-n baseline (step = n) -------------------------------------------
+BON_GOLD_REWARD = "bon/gold_reward"
+BON_PROXY_REWARD = "bon/proxy_reward"
+BON_KL = "bon/kl"  # analytic upper bound ln n - (n-1)/n
+
+# --- params (flattened config keys) the analysis groups by -------------------
+PARAM_ALGO = "algo.name"
+PARAM_REGULARIZER = "regularizer.name"
+PARAM_LR = "lr"
+PARAM_COEF = "temperature"  # the regularization coefficient (alpha or beta)
+PARAM_SEED = "seed"
+PARAM_MODEL = "model.name"
+PARAM_TASK = "task.name"
+
+# --- tags ---------------------------------------------------------------------
+TAG_SWEEP_ID = "sweep_id"
+TAG_OVERRIDES = "overrides"
+TAG_GIT_COMMIT = "git_commit"
+TAG_TASK = "task"
+TAG_REGULARIZER = "regularizer"
+TAG_ALGO = "algo"
+TAG_FAILURE = "failure_reason"
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+TAG_IS_SWEEP_PARENT = "sweep_parent"
+
+# --- artifacts ---------------------------------------------------------------
+ARTIFACT_CONFIG = "config.yaml"
+ARTIFACT_SAMPLES_DIR = "samples"  # samples/step_000100.json per eval

@@ -1,0 +1,71 @@
+"""Rollouts with Hugging Face `generate`, sampling from the policy itself."""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf_sweeps.models import left_pad
+from rlhf_sweeps.rollout.base import Rollout
+from rlhf_sweeps.world.language import EOS_ID, PAD_ID
+
+
+class HFSampler:
+    """Samples with the training model itself, so `sync_weights` is a no-op."""
+
+    def __init__(self, model, rollout_cfg, batch_size: int = 512):
+        self.model = model
+        self.cfg = rollout_cfg
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], n: int, seed: int) -> Rollout:
+        T = self.cfg.max_new_tokens
+        responses, logprobs = [], []
+        per_call = max(1, self.batch_size // n)
+        # fork_rng: sampling must not move the training RNG stream
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for start in range(0, len(prompts), per_call):
+                r, lp = self._generate_chunk(prompts[start : start + per_call], n, T)
+                responses.append(r)
+                logprobs.append(lp)
+        repeated = [p for p in prompts for _ in range(n)]
+        return Rollout(repeated, torch.cat(responses), torch.cat(logprobs))
+
+    def _generate_chunk(self, prompts, n, T):
+        ids, mask = left_pad(prompts)
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=self.cfg.temperature,
+            # HF defaults to top_k=50: without top_k=0 the samples would not come
+            # from the policy, and every log-prob and KL would be wrong.
+            top_k=0,
+            top_p=self.cfg.top_p,
+            max_new_tokens=T,
+            num_return_sequences=n,
+            pad_token_id=PAD_ID,
+            eos_token_id=EOS_ID,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        self.model.train(was_training)
+        resp = out.sequences[:, ids.shape[1] :]  # (N, t<=T)
+        # processed scores = logits / temperature (after top-p masking)
+        scores = torch.stack(out.scores, dim=1).float()  # (N, t, V)
+        lp = torch.log_softmax(scores, dim=-1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+        lp = torch.where(resp == PAD_ID, torch.zeros_like(lp), lp)
+        pad = T - resp.shape[1]
+        if pad:
+            resp = torch.nn.functional.pad(resp, (0, pad), value=PAD_ID)
+            lp = torch.nn.functional.pad(lp, (0, pad), value=0.0)
+        return resp, lp
+
+    def sync_weights(self, model) -> None:
+        self.model = model
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,1 @@
+"""The embedded synthetic world: a hidden language, its tokenizer and a gold reward."""

@@ -1,0 +1,94 @@
+"""Assemble the embedded world: language + cached SFT / pairs / proxy stages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from rlhf_sweeps import stages
+from rlhf_sweeps.world.language import HiddenLanguage, LanguageParams
+from rlhf_sweeps.world.tokenizer import build_tokenizer
+
+
+@dataclass
+class World:
+    language: HiddenLanguage
+    sft_dir: Path
+    proxy_dir: Path
+    pairs_path: Path
+    normalization: dict  # {"proxy": {"mean","std"}, "gold": {...}}
+    eval_prompts: list[list[int]]
+    meta: dict  # what each stage measured (SFT loss, proxy accuracy, ...)
+
+    def train_prompts(self, seed: int, step: int, n: int) -> list[list[int]]:
+        """Prompts of optimizer step `step`: a pure function of (seed, step), so a
+        resumed run sees exactly the prompts the uninterrupted run would have."""
+        return self.language.sample_prompts(np.random.default_rng([seed, step]), n)
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+
+
+def language_from_cfg(task_cfg) -> HiddenLanguage:
+    return HiddenLanguage(LanguageParams(**_plain(task_cfg.world)))
+
+
+def prepare_world(cfg) -> World:
+    """Build (or reuse) every stage the embedded world needs."""
+    from rlhf_sweeps.models import build_causal_lm, load_causal_lm, load_reward_model
+    from rlhf_sweeps.rollout.hf import HFSampler
+
+    task = cfg.task
+    language = language_from_cfg(task)
+    tokenizer = build_tokenizer(language.params.n_words)
+    sft_spec = {"world": _plain(task.world), "sft": _plain(task.sft), "model": _plain(cfg.model)}
+    sft_spec["model"].pop("name", None)  # the name is a label; the sizes determine the stage
+
+    def build_sft(out: Path) -> dict:
+        model = build_causal_lm(cfg.model, language.vocab_size, task.sft.seed)
+        return stages.train_sft(language, model, task.sft, out, tokenizer)
+
+    sft_dir = stages.ensure_stage(cfg.cache_dir, "sft", sft_spec, build_sft)
+    # Stage-building samples always use plain temperature-1 sampling from the SFT policy.
+    stage_rollout = OmegaConf.create({"temperature": task.pairs.sample_temperature, "top_p": 1.0,
+                                      "max_new_tokens": task.world.max_response_words})
+    pairs_spec = {"sft": sft_spec, "pairs": _plain(task.pairs)}
+
+    def build_pairs(out: Path) -> dict:
+        sampler = HFSampler(load_causal_lm(sft_dir), stage_rollout)
+        return stages.sample_pairs(language, sampler, task.pairs, out)
+
+    pairs_dir = stages.ensure_stage(cfg.cache_dir, "pairs", pairs_spec, build_pairs)
+    proxy_spec = {"pairs": pairs_spec, "proxy": _plain(task.proxy)}
+
+    def build_proxy(out: Path) -> dict:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        torch.manual_seed(task.proxy.seed)
+        rm = AutoModelForSequenceClassification.from_pretrained(str(sft_dir), num_labels=1)
+        pairs = stages.read_jsonl(pairs_dir / "pairs.jsonl")
+        sampler = HFSampler(load_causal_lm(sft_dir), stage_rollout)
+        return stages.train_proxy(language, rm, pairs, task.proxy, sampler, out, tokenizer)
+
+    proxy_dir = stages.ensure_stage(cfg.cache_dir, "proxy", proxy_spec, build_proxy)
+    load_reward_model(proxy_dir)  # fail now, not mid-run, if the folder is broken
+    eval_prompts = language.sample_prompts(np.random.default_rng(task.eval_seed), task.n_eval_prompts)
+    meta = {name: stages.stage_meta(d) for name, d in (("sft", sft_dir), ("pairs", pairs_dir), ("proxy", proxy_dir))}
+    return World(
+        language=language,
+        sft_dir=sft_dir,
+        proxy_dir=proxy_dir,
+        pairs_path=pairs_dir / "pairs.jsonl",
+        normalization=json.loads((proxy_dir / "normalization.json").read_text()),
+        eval_prompts=eval_prompts,
+        meta={k: {kk: vv for kk, vv in v.items() if kk != "spec"} for k, v in meta.items()},
+    )
+
+
+__all__ = ["World", "prepare_world", "language_from_cfg", "asdict"]

@@ -1,0 +1,171 @@
+"""Claim C1 on an exact tabular bandit (rlhf_sweeps.theory, analysis.theory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import check_grad
+
+from rlhf_sweeps import theory as T
+
+REPO = Path(__file__).resolve().parents[1]
+BETA, ALPHA, GAMMA = 2.0, 1.0, 1.0
+
+
+@pytest.fixture(scope="module")
+def bandit() -> T.Bandit:
+    return T.make_bandit(0)
+
+
+@pytest.fixture(scope="module")
+def equal_bandit(bandit) -> T.Bandit:
+    return T.Bandit(np.full_like(bandit.lengths, 4.0), bandit.reward, bandit.pi_ref)
+
+
+def test_make_bandit_is_seeded_and_has_both_kinds_of_pairs(bandit):
+    again = T.make_bandit(0)
+    np.testing.assert_array_equal(bandit.reward, again.reward)
+    np.testing.assert_array_equal(bandit.lengths, again.lengths)
+    assert not np.array_equal(bandit.reward, T.make_bandit(1).reward)
+    for row in bandit.lengths:
+        assert len(set(row)) == len(row) - 1  # exactly one tied pair per prompt
+    np.testing.assert_allclose(bandit.pi_ref.sum(1), 1.0)
+
+
+def test_bt_gradient_is_analytic_gradient(bandit):
+    rng = np.random.default_rng(3)
+    w = T.bt_weights(bandit.reward)
+    for loss in ("dpo", "maxent_bt", "simpo", "simpo_offset"):
+        s, b = T.implicit_reward_form(loss, bandit, BETA, ALPHA)
+        f = lambda th: T.bt_population_loss(th.reshape(s.shape), w, s, b, GAMMA)[0]  # noqa: E731
+        g = lambda th: T.bt_population_loss(th.reshape(s.shape), w, s, b, GAMMA)[1].ravel()  # noqa: E731
+        th0 = rng.normal(size=s.size)
+        assert check_grad(f, g, th0) < 1e-5 * max(1.0, np.linalg.norm(g(th0)))
+
+
+def test_maxent_bt_converges_to_softmax_r_over_alpha(bandit):
+    target = T.maxent_optimum(bandit, ALPHA)
+    assert T.max_abs_diff(bandit.pi_ref, target) > 0.05  # starts far away
+    fit = T.train_bt(bandit, "maxent_bt", BETA, ALPHA)
+    assert T.max_abs_diff(fit, target) < 1e-3
+    assert T.kl(fit, target) < 1e-6
+
+
+def test_dpo_converges_to_kl_optimum(bandit):
+    target = T.kl_optimum(bandit, BETA)
+    assert T.max_abs_diff(bandit.pi_ref, target) > 0.05
+    fit = T.train_bt(bandit, "dpo", BETA, ALPHA, theta0=np.zeros_like(bandit.reward))
+    assert T.max_abs_diff(fit, target) < 1e-3
+    # and it is *not* the MaxEnt optimum (the reference matters)
+    assert T.max_abs_diff(fit, T.maxent_optimum(bandit, BETA)) > 1e-2
+
+
+def test_lenent_root_satisfies_stationarity_and_is_the_maximum(bandit):
+    pi, lam = T.lenent_optimum(bandit, BETA)
+    np.testing.assert_allclose(pi.sum(1), 1.0, atol=1e-12)
+    assert T.lenent_stationarity_residual(pi, lam, bandit, BETA) < 1e-9
+    best = T.lenent_objective(pi, bandit, BETA)
+    rng = np.random.default_rng(0)
+    for x in range(bandit.n_prompts):
+        rand = rng.dirichlet(np.ones(bandit.n_responses), size=2000)
+        vals = T.lenent_objective(rand, T.Bandit(
+            np.repeat(bandit.lengths[x : x + 1], 2000, 0),
+            np.repeat(bandit.reward[x : x + 1], 2000, 0),
+            np.repeat(bandit.pi_ref[x : x + 1], 2000, 0)), BETA)
+        assert np.all(vals < best[x])
+        # small perturbations of the optimum are worse too
+        for _ in range(200):
+            eps = rng.normal(size=bandit.n_responses) * 1e-3
+            q = pi[x] * np.exp(eps)
+            q /= q.sum()
+            sub = T.Bandit(bandit.lengths[x : x + 1], bandit.reward[x : x + 1], bandit.pi_ref[x : x + 1])
+            assert T.lenent_objective(q[None], sub, BETA)[0] <= best[x] + 1e-15
+    numeric = T.lenent_maximize_numeric(bandit, BETA)
+    assert T.max_abs_diff(numeric, pi) < 1e-6
+
+
+def test_lenent_optimum_differs_from_constant_temperature_maxent(bandit):
+    pi, _ = T.lenent_optimum(bandit, BETA)
+    mean_len = bandit.lengths.mean()
+    assert T.max_abs_diff(pi, T.maxent_optimum(bandit, BETA / mean_len)) > 1e-2
+
+
+def test_noncancel_term_matches_closed_form(bandit):
+    nc = T.noncancel_table(bandit, BETA)
+    n_pairs = bandit.n_prompts * bandit.n_responses * (bandit.n_responses - 1) // 2
+    assert len(nc) == 2 * n_pairs
+    assert (nc["abs_error"] < 1e-6).all()
+    uneq = nc[~nc["equal_length"]]
+    eq = nc[nc["equal_length"]]
+    assert len(uneq) > 0 and len(eq) > 0
+    assert (uneq["measured_term"].abs() > 1e-3).all()
+    assert (eq["measured_term"].abs() < 1e-10).all()
+    # closed forms, recomputed independently
+    _, log_z = T.gibbs_length_temperature(bandit, BETA)
+    g = uneq[uneq["construction"] == "gibbs"]
+    expected = (BETA / g["len_w"] - BETA / g["len_l"]) * log_z[g["prompt"].to_numpy()]
+    np.testing.assert_allclose(g["measured_term"], expected, atol=1e-6)
+    e = uneq[uneq["construction"] == "lenent_optimum"]
+    np.testing.assert_allclose(e["measured_term"], BETA * (1 / e["len_w"] - 1 / e["len_l"]), atol=1e-6)
+
+
+def test_noncancel_term_zero_when_all_lengths_equal(equal_bandit):
+    nc = T.noncancel_table(equal_bandit, BETA)
+    assert nc["equal_length"].all()
+    assert (nc["measured_term"].abs() < 1e-10).all()
+
+
+def test_simpo_fixed_point_is_shifted_reward_optimum_not_stated_one(bandit):
+    fit = T.train_bt(bandit, "simpo", BETA, ALPHA)
+    stated, _ = T.lenent_optimum(bandit, BETA)
+    assert T.max_abs_diff(fit, T.simpo_fixed_point(bandit, BETA)) < 1e-3
+    assert T.max_abs_diff(fit, stated) > 1e-2  # C1 breaks with unequal lengths
+    fixed = T.train_bt(bandit, "simpo_offset", BETA, ALPHA)
+    assert T.max_abs_diff(fixed, stated) < 1e-3  # adding beta/|y| back repairs it
+
+
+def test_simpo_is_maxent_when_lengths_equal(equal_bandit):
+    fit = T.train_bt(equal_bandit, "simpo", BETA, ALPHA)
+    # all |y| = 4: alpha = beta/4 is a constant temperature
+    assert T.max_abs_diff(fit, T.maxent_optimum(equal_bandit, BETA / 4.0)) < 1e-3
+    assert T.max_abs_diff(fit, T.lenent_optimum(equal_bandit, BETA)[0]) < 1e-3
+
+
+def test_theory_table_rows_and_verdict(bandit):
+    t = T.theory_table(bandit, BETA, ALPHA, GAMMA)
+    assert {"objective", "loss", "exact_optimum", "max_abs_prob_error", "kl_to_optimum",
+            "holds", "note"} <= set(t.columns)
+    assert t["holds"].tolist() == [True, True, True, False, False, True, True, False]
+    v = T.verdict(t, T.noncancel_table(bandit, BETA))
+    assert "only up to" in v and "iff all compared responses have equal length" in v
+
+
+def test_cli_writes_csvs_and_never_imports_torch(tmp_path):
+    out = tmp_path / "theory"
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from analysis.theory import main; rc = main(['--out', sys.argv[1]]); "
+         "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)",
+         str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "VERDICT" in proc.stdout
+    t = pd.read_csv(out / "theory_table.csv")
+    nc = pd.read_csv(out / "noncancel_table.csv")
+    assert len(t) == 8 and len(nc) == 90
+
+
+def test_cli_module_entry_point(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis.theory", "--seed", "1", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "theory_table.csv").exists()
+    assert (tmp_path / "noncancel_table.csv").exists()
