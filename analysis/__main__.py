@@ -28,7 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         ),
     )
     p.add_argument("--experiment", default="rlhf-sweeps", help="MLflow experiment name (default: %(default)s)")
-    p.add_argument("--sweep", default=None, help="only runs tagged sweep_id=SWEEP (default: every run of the experiment)")
+    p.add_argument(
+        "--sweep", default=None, help="only runs tagged sweep_id=SWEEP (default: every run of the experiment)"
+    )
     p.add_argument("--out", default=None, help="output folder (default: analysis_out/<sweep or experiment>)")
     p.add_argument(
         "--tracking-uri",
@@ -39,7 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--no-log-artifacts", action="store_true", help="do not log the report as artifacts of the sweep's parent run"
     )
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for fit intervals (default: %(default)s)")
+    p.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples for fit intervals (default: %(default)s)"
+    )
     return p.parse_args(argv)
 
 

@@ -26,13 +26,15 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from analysis import fits as F  # noqa: E402
 from analysis.transforms import (  # noqa: E402
-    D,
+    BON_ALGO,
     ENTROPY,
     GAP,
     GOLD,
     KL,
+    OFFLINE_PREF_ALGOS,
+    ONLINE_PREF_ALGOS,
     PROXY,
-    BON_ALGO,
+    D,
     curve_band,
     method_label,
     pearson,
@@ -65,6 +67,8 @@ STYLE = {
 }
 METHOD_COLORS = plt.get_cmap("tab10").colors
 COEF_CMAP = "viridis"
+ENTROPY_REG, KL_REG = "entropy", "kl"
+PREF_ALGOS = (*OFFLINE_PREF_ALGOS, *ONLINE_PREF_ALGOS)
 
 
 # --- shared helpers ------------------------------------------------------------------------
@@ -76,16 +80,26 @@ def _fmt_num(x) -> str:
 
 def _with_method(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
-    table["method"] = [method_label(a, r) for a, r in zip(table[M.PARAM_ALGO], table[M.PARAM_REGULARIZER])]
+    table["method"] = [method_label(a, r) for a, r in zip(table[M.PARAM_ALGO], table[M.PARAM_REGULARIZER], strict=True)]
     return table
 
 
+def _coef_symbol(part: pd.DataFrame) -> str:
+    """alpha for the entropy bonus, beta for KL and the preference temperatures (SCIENCE.md sec. 1)."""
+    regs, algos = set(part[M.PARAM_REGULARIZER].dropna()), set(part[M.PARAM_ALGO].dropna())
+    if regs == {ENTROPY_REG}:
+        return "α"
+    if regs == {KL_REG} or algos <= set(PREF_ALGOS):
+        return "β"
+    return "coef"
+
+
 def _coef_colors(values) -> dict:
-    """A viridis shade per distinct coefficient (NaN last), stable across panels."""
+    """A viridis shade per distinct coefficient of one method (NaN grey), stable across its panels."""
     vals = sorted({v for v in values if not pd.isna(v)})
     cmap = plt.get_cmap(COEF_CMAP)
-    pos = np.linspace(0.05, 0.85, len(vals)) if len(vals) > 1 else [0.35]
-    colors = {v: cmap(p) for v, p in zip(vals, pos)}
+    pos = np.linspace(0.1, 0.85, len(vals)) if len(vals) > 1 else [0.35]
+    colors = {v: cmap(p) for v, p in zip(vals, pos, strict=True)}
     colors[np.nan] = "0.35"
     return colors
 
@@ -94,8 +108,8 @@ def _color_for(colors: dict, v):
     return colors[np.nan] if pd.isna(v) else colors[v]
 
 
-def _coef_label(v) -> str:
-    return "coef n/a" if pd.isna(v) else f"coef {v:g}"
+def _coef_label(symbol: str, v) -> str:
+    return f"{symbol} n/a" if pd.isna(v) else f"{symbol} = {v:g}"
 
 
 def _empty(path: Path, title: str, message: str) -> Path:
@@ -109,18 +123,6 @@ def _empty(path: Path, title: str, message: str) -> Path:
     return path
 
 
-def _grid(methods, lrs, sharey=True, panel=(4.2, 3.0)):
-    fig, axes = plt.subplots(
-        len(methods),
-        len(lrs),
-        figsize=(panel[0] * len(lrs) + 0.6, panel[1] * len(methods) + 0.9),
-        sharex=False,
-        sharey=sharey,
-        squeeze=False,
-    )
-    return fig, axes
-
-
 def _sorted_unique(series: pd.Series) -> list:
     vals = list(pd.unique(series))
     return sorted([v for v in vals if not pd.isna(v)]) + [v for v in vals if pd.isna(v)][:1]
@@ -130,114 +132,168 @@ def _select(frame: pd.DataFrame, col: str, value) -> pd.DataFrame:
     return frame[frame[col].isna()] if pd.isna(value) else frame[frame[col] == value]
 
 
-def _lr_title(method: str, lr) -> str:
-    return f"{method}, lr {_fmt_num(lr)}"
+def _wrap(n: int) -> int:
+    return n if n <= 3 else (2 if n == 4 else 3)
+
+
+def _panel_grid(table: pd.DataFrame, panel=(4.3, 3.1)):
+    """Panels keyed by (method, lr): a method x lr grid when lr varies, else the methods wrapped in rows of <= 3.
+
+    Returns (fig, {(method, lr): ax}, [unused axes]).
+    """
+    methods, lrs = sorted(table["method"].unique()), _sorted_unique(table[M.PARAM_LR])
+    if len(lrs) > 1:
+        nrows, ncols = len(methods), len(lrs)
+        where = {(m, lr): (i, j) for i, m in enumerate(methods) for j, lr in enumerate(lrs)}
+    else:
+        ncols = _wrap(len(methods))
+        nrows = int(np.ceil(len(methods) / ncols))
+        where = {(m, lrs[0]): divmod(k, ncols) for k, m in enumerate(methods)}
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel[0] * ncols, panel[1] * nrows + 1.0),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    used = {key: axes[i, j] for key, (i, j) in where.items()}
+    unused = [ax for ax in axes.flat if all(ax is not a for a in used.values())]
+    return fig, used, unused
+
+
+def _panel_title(method: str, lr, n_lrs: int) -> str:
+    return f"{method}, lr = {_fmt_num(lr)}" if n_lrs > 1 or not pd.isna(lr) else method
+
+
+def _finish(fig, handles, title: str, subtitle: str, path: Path) -> Path:
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
+    fig.suptitle(f"{title}\n{subtitle}", fontsize=12)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _banded_lines(ax, part: pd.DataFrame, colors: dict, style: str = "-") -> None:
+    for coef, c in part.groupby(M.PARAM_COEF, dropna=False):
+        col = _color_for(colors, coef)
+        ax.plot(c["step"], c["mean"], style, color=col, lw=1.8)
+        if (c["n"] > 1).any():
+            ax.fill_between(c["step"], c["lo"], c["hi"], color=col, alpha=0.2, lw=0)
+
+
+def _coef_legend(ax, part: pd.DataFrame, colors: dict) -> None:
+    symbol = _coef_symbol(part)
+    coefs = _sorted_unique(part[M.PARAM_COEF])
+    if len(coefs) > 1 or not pd.isna(coefs[0]):
+        handles = [Line2D([], [], color=_color_for(colors, c), lw=2.5, label=_coef_label(symbol, c)) for c in coefs]
+        ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.85)
 
 
 # --- figure 1 --------------------------------------------------------------------------------
 
 
 def fig1_rewards_vs_step(table: pd.DataFrame, path: Path) -> Path:
-    """Gold (solid) and proxy (dashed) vs step, re-centered on step 0; rows = method, cols = lr."""
+    """Gold (solid) and proxy (dashed) vs step, re-centered on step 0; one panel per (method, lr)."""
     title = "Gold and proxy reward during training"
     table = table[table[M.PARAM_ALGO] != BON_ALGO]
     if table.empty or table[GOLD].isna().all():
         return _empty(path, title, "no run with eval gold reward")
     table = _with_method(table)
-    methods, lrs = sorted(table["method"].unique()), _sorted_unique(table[M.PARAM_LR])
-    colors = _coef_colors(table[M.PARAM_COEF])
     keys = ["method", M.PARAM_LR, M.PARAM_COEF]
     bands = {v: curve_band(table, keys, v) for v in (GOLD, PROXY)}
+    n_lrs = table[M.PARAM_LR].nunique(dropna=False)
+    n_seeds = int(table.groupby(keys, dropna=False)["run_id"].nunique().max())
     with plt.rc_context(STYLE):
-        fig, axes = _grid(methods, lrs)
-        for i, method in enumerate(methods):
-            for j, lr in enumerate(lrs):
-                ax = axes[i, j]
-                seen = False
-                for value, style in ((GOLD, "-"), (PROXY, "--")):
-                    part = _select(bands[value][bands[value]["method"] == method], M.PARAM_LR, lr)
-                    for coef, c in part.groupby(M.PARAM_COEF, dropna=False):
-                        col = _color_for(colors, coef)
-                        ax.plot(c["step"], c["mean"], style, color=col, lw=1.8)
-                        ax.fill_between(c["step"], c["lo"], c["hi"], color=col, alpha=0.18, lw=0)
-                        seen = True
-                if not seen:
-                    ax.set_axis_off()
-                    continue
-                ax.axhline(0, color="0.5", lw=0.8, zorder=0)
-                ax.set_title(_lr_title(method, lr))
-                if i == len(methods) - 1 or not axes[i + 1, j].has_data():
-                    ax.set_xlabel("optimizer step")
-                if j == 0:
-                    ax.set_ylabel("reward − step-0 value\n(initial-policy gold std)")
-        n_seeds = table.groupby(keys, dropna=False)["run_id"].nunique()
-        handles = [Line2D([], [], color="k", ls="-", lw=1.8, label="gold"), Line2D([], [], color="k", ls="--", lw=1.8, label="proxy")]
-        handles += [Line2D([], [], color=_color_for(colors, c), lw=4, label=_coef_label(c)) for c in _sorted_unique(table[M.PARAM_COEF])]
-        fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), frameon=False, bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(
-            f"{title} (mean over seeds, band = min–max; {int(n_seeds.max())} seed(s) max per line)", y=1.0 + 0.05, fontsize=12
-        )
-        fig.tight_layout(rect=(0, 0, 1, 0.95))
-        fig.savefig(path)
-        plt.close(fig)
-    return path
+        fig, panels, unused = _panel_grid(table)
+        for (method, lr), ax in panels.items():
+            colors = _coef_colors(table.loc[table["method"] == method, M.PARAM_COEF])
+            for value, style in ((GOLD, "-"), (PROXY, "--")):
+                part = _select(bands[value][bands[value]["method"] == method], M.PARAM_LR, lr)
+                _banded_lines(ax, part, colors, style)
+            ax.axhline(0, color="0.5", lw=0.8, zorder=0)
+            ax.set_title(_panel_title(method, lr, n_lrs))
+            ax.set_xlabel("optimizer step")
+            if ax.get_subplotspec().is_first_col():
+                ax.set_ylabel("reward − step-0 value (gold std)")
+            _coef_legend(ax, _select(table[table["method"] == method], M.PARAM_LR, lr), colors)
+        for ax in unused:
+            ax.set_axis_off()
+        handles = [
+            Line2D([], [], color="k", ls="-", lw=1.8, label="gold"),
+            Line2D([], [], color="k", ls="--", lw=1.8, label="proxy"),
+        ]
+        sub = f"mean over seeds (up to {n_seeds}), band = min–max; gold and proxy re-centered on step 0"
+        return _finish(fig, handles, title, sub, path)
 
 
 # --- figure 2 --------------------------------------------------------------------------------
 
 
-def fig2_gold_vs_d(table: pd.DataFrame, run_fits: pd.DataFrame, bon: pd.DataFrame, bon_fit: F.Fit | None, path: Path) -> Path:
+def fig2_gold_vs_d(
+    table: pd.DataFrame, run_fits: pd.DataFrame, bon: pd.DataFrame, bon_fit: F.Fit | None, path: Path
+) -> Path:
     """Gold vs d = sqrt(KL) per run with its fitted RL form; best-of-n overlaid in every panel."""
-    title = "Gold reward vs d = √KL, with Gao et al. fits"
+    title = "Gold reward vs d = √KL with Gao et al. (2022) fits"
     table = table[table[M.PARAM_ALGO] != BON_ALGO].dropna(subset=[D, GOLD])
     has_bon = bon is not None and not bon.empty and bon[GOLD].notna().any()
     if table.empty and not has_bon:
         return _empty(path, title, "no run with eval gold reward and KL")
-    table = _with_method(table) if not table.empty else table.assign(method=[])
+    table = _with_method(table) if not table.empty else table.assign(method=pd.Series(dtype=str))
     methods = sorted(table["method"].unique()) if not table.empty else ["best-of-n"]
-    colors = _coef_colors(table[M.PARAM_COEF]) if not table.empty else {}
     lrs = _sorted_unique(table[M.PARAM_LR]) if not table.empty else []
-    markers = dict(zip(lrs, "osD^v<>p*h"))
+    markers = dict(zip(lrs, "osD^v<>p*h", strict=True))
     fits = run_fits.set_index("run_id") if run_fits is not None and not run_fits.empty else pd.DataFrame()
-    ncols = min(len(methods), 3)
+    ncols = _wrap(len(methods))
     nrows = int(np.ceil(len(methods) / ncols))
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows + 0.8), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(4.6 * ncols, 3.5 * nrows + 1.0), squeeze=False, sharey=True, layout="constrained"
+        )
         for k, ax in enumerate(axes.flat):
             if k >= len(methods):
                 ax.set_axis_off()
                 continue
             method = methods[k]
             part = table[table["method"] == method]
+            colors = _coef_colors(part[M.PARAM_COEF])
             for run_id, one in part.groupby("run_id"):
                 one = one.sort_values(D)
                 col = _color_for(colors, one[M.PARAM_COEF].iloc[0])
-                ax.scatter(one[D], one[GOLD], s=14, color=col, alpha=0.75, marker=markers.get(one[M.PARAM_LR].iloc[0], "o"), lw=0)
+                marker = markers.get(one[M.PARAM_LR].iloc[0], "o")
+                ax.scatter(one[D], one[GOLD], s=13, color=col, alpha=0.8, marker=marker, lw=0, zorder=2)
                 if run_id in fits.index and np.isfinite(fits.loc[run_id, "a"]):
                     grid = np.linspace(0, one[D].max(), 100)
-                    ax.plot(grid, F.predict(grid, fits.loc[run_id, "a"], fits.loc[run_id, "b"], F.RL), color=col, lw=1.2)
+                    ax.plot(
+                        grid,
+                        F.predict(grid, fits.loc[run_id, "a"], fits.loc[run_id, "b"], F.RL),
+                        color=col,
+                        lw=1.1,
+                        alpha=0.9,
+                    )
             if has_bon:
                 _draw_bon(ax, bon, bon_fit)
             ax.axhline(0, color="0.5", lw=0.8, zorder=0)
             ax.set_title(method)
             ax.set_xlabel("d = √KL(π ‖ π_init)  [√nats]")
-            if k % ncols == 0:
+            if ax.get_subplotspec().is_first_col():
                 ax.set_ylabel("gold − step-0 gold (std)")
-        handles = [Line2D([], [], color=_color_for(colors, c), marker="o", ls="-", lw=1.2, label=_coef_label(c)) for c in _sorted_unique(table[M.PARAM_COEF])] if not table.empty else []
+            if not part.empty:
+                _coef_legend(ax, part, colors)
+        handles = [Line2D([], [], color="0.2", ls="-", lw=1.2, label="per-run fit d(a − b ln d)")]
         if len(lrs) > 1:
-            handles += [Line2D([], [], color="0.3", marker=markers[lr], ls="", label=f"lr {_fmt_num(lr)}") for lr in lrs]
-        handles.append(Line2D([], [], color="0.2", ls="-", lw=1.2, label="fit: d(a − b ln d)"))
+            handles += [
+                Line2D([], [], color="0.3", marker=markers[lr], ls="", label=f"lr = {_fmt_num(lr)}") for lr in lrs
+            ]
         if has_bon:
             handles += [
-                Line2D([], [], color="k", marker="s", ms=4, ls="", label="best-of-n (data)"),
-                Line2D([], [], color="k", ls=":", lw=1.5, label="fit: d(a − b d)"),
+                Line2D([], [], color="k", marker="s", ms=4, ls="", label="best-of-n"),
+                Line2D([], [], color="k", ls=":", lw=1.5, label="best-of-n fit d(a − b d)"),
             ]
-        fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), frameon=False, bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(title + " (points = evals; lines = per-run least-squares fits)", y=1.05, fontsize=12)
-        fig.tight_layout(rect=(0, 0, 1, 0.93))
-        fig.savefig(path)
-        plt.close(fig)
-    return path
+        return _finish(
+            fig, handles, title, "points = evals of each run; gold re-centered on step 0 (best-of-n: on n = 1)", path
+        )
 
 
 def _draw_bon(ax, bon: pd.DataFrame, bon_fit: F.Fit | None) -> None:
@@ -252,41 +308,30 @@ def _draw_bon(ax, bon: pd.DataFrame, bon_fit: F.Fit | None) -> None:
 
 
 def fig3_kl_vs_step(table: pd.DataFrame, path: Path) -> Path:
-    """KL to the initial policy vs step on a log axis; rows = method, cols = lr, lines = coef."""
+    """KL to the initial policy vs step on a log axis; one panel per (method, lr), a line per coefficient."""
     title = "KL(π ‖ π_init) during training"
     table = table[(table[M.PARAM_ALGO] != BON_ALGO) & (table[KL] > 0)]
     if table.empty:
         return _empty(path, title, "no run with positive eval KL")
     table = _with_method(table)
-    methods, lrs = sorted(table["method"].unique()), _sorted_unique(table[M.PARAM_LR])
-    colors = _coef_colors(table[M.PARAM_COEF])
-    keys = ["method", M.PARAM_LR, M.PARAM_COEF]
-    band = curve_band(table, keys, KL)
+    band = curve_band(table, ["method", M.PARAM_LR, M.PARAM_COEF], KL)
+    n_lrs = table[M.PARAM_LR].nunique(dropna=False)
     with plt.rc_context(STYLE):
-        fig, axes = _grid(methods, lrs)
-        for i, method in enumerate(methods):
-            for j, lr in enumerate(lrs):
-                ax = axes[i, j]
-                part = _select(band[band["method"] == method], M.PARAM_LR, lr)
-                if part.empty:
-                    ax.set_axis_off()
-                    continue
-                for coef, c in part.groupby(M.PARAM_COEF, dropna=False):
-                    col = _color_for(colors, coef)
-                    ax.plot(c["step"], c["mean"], color=col, lw=1.8)
-                    ax.fill_between(c["step"], c["lo"], c["hi"], color=col, alpha=0.18, lw=0)
-                ax.set_yscale("log")
-                ax.set_title(_lr_title(method, lr))
-                ax.set_xlabel("optimizer step")
-                if j == 0:
-                    ax.set_ylabel("KL, sequence sum [nats]")
-        handles = [Line2D([], [], color=_color_for(colors, c), lw=4, label=_coef_label(c)) for c in _sorted_unique(table[M.PARAM_COEF])]
-        fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), frameon=False, bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(title + " (exact, log scale; mean over seeds, band = min–max)", y=1.05, fontsize=12)
-        fig.tight_layout(rect=(0, 0, 1, 0.95))
-        fig.savefig(path)
-        plt.close(fig)
-    return path
+        fig, panels, unused = _panel_grid(table)
+        for (method, lr), ax in panels.items():
+            colors = _coef_colors(table.loc[table["method"] == method, M.PARAM_COEF])
+            _banded_lines(ax, _select(band[band["method"] == method], M.PARAM_LR, lr), colors)
+            ax.set_yscale("log")
+            ax.set_title(_panel_title(method, lr, n_lrs))
+            ax.set_xlabel("optimizer step")
+            if ax.get_subplotspec().is_first_col():
+                ax.set_ylabel("KL, sequence sum [nats]")
+            _coef_legend(ax, _select(table[table["method"] == method], M.PARAM_LR, lr), colors)
+        for ax in unused:
+            ax.set_axis_off()
+        return _finish(
+            fig, [], title, "exact KL from full distributions, log scale; mean over seeds, band = min–max", path
+        )
 
 
 # --- figure 4 --------------------------------------------------------------------------------
@@ -303,7 +348,11 @@ def fig4_entropy_vs_gap(table: pd.DataFrame, path: Path) -> Path:
         fig, ax = plt.subplots(figsize=(6.4, 4.6))
         for k, (method, part) in enumerate(sorted(table.groupby("method"), key=lambda t: t[0])):
             r, n = pearson(part[ENTROPY], part[GAP])
-            label = f"{method}: r = {r:+.2f} (n = {n} evals, {part['run_id'].nunique()} runs)" if np.isfinite(r) else f"{method}: r n/a (n = {n})"
+            label = (
+                f"{method}: r = {r:+.2f} (n = {n} evals, {part['run_id'].nunique()} runs)"
+                if np.isfinite(r)
+                else f"{method}: r n/a (n = {n})"
+            )
             ax.scatter(part[ENTROPY], part[GAP], s=16, alpha=0.6, color=METHOD_COLORS[k % 10], lw=0, label=label)
         ax.axhline(0, color="0.5", lw=0.8, zorder=0)
         ax.set_xlabel("entropy of the policy, sequence sum [nats]")
@@ -319,72 +368,93 @@ def fig4_entropy_vs_gap(table: pd.DataFrame, path: Path) -> Path:
 # --- figure 5 --------------------------------------------------------------------------------
 
 HEATMAP_VALUES = (
-    ("peak_gold", "peak gold (std)", "viridis"),
-    ("drop", "final − peak gold (std)", "Reds_r"),
-    ("final_kl", "final KL [nats]", "magma_r"),
+    ("peak_gold", "peak gold (std)", "viridis", "{:.2f}"),
+    ("drop", "final − peak gold (std)", "Reds_r", "{:.2f}"),
+    ("final_kl", "final KL [nats]", "magma_r", "{:.3g}"),
 )
 
 
-def grid_axes(summary: pd.DataFrame) -> tuple[list[str], str | None]:
-    """Heat-map rows and column from the params that vary: cols = lr if it varies (else coef), rows = the rest."""
-    keys = [M.PARAM_LR, M.PARAM_COEF, M.PARAM_MODEL, M.PARAM_TASK]
-    varies = [k for k in keys if k in summary and summary[k].nunique(dropna=False) > 1]
-    col = M.PARAM_LR if M.PARAM_LR in varies else (M.PARAM_COEF if M.PARAM_COEF in varies else None)
-    rows = ["method"] + [k for k in (M.PARAM_COEF, M.PARAM_MODEL, M.PARAM_TASK) if k in varies and k != col]
-    return rows, col
+def grid_axes(summary: pd.DataFrame) -> tuple[list[str], str]:
+    """Heat-map rows and column from the sweep grid: columns = lr; rows = method x coefficient
+    (x model, task where they vary). Coefficients mean different things per method, so they
+    index rows within a method rather than a shared column axis."""
+    rows = ["method", M.PARAM_COEF] + [
+        k for k in (M.PARAM_MODEL, M.PARAM_TASK) if k in summary and summary[k].nunique() > 1
+    ]
+    return rows, M.PARAM_LR
 
 
-def _row_label(keys, values) -> str:
+def _row_label(keys, values, symbol: str) -> str:
     parts = []
-    for k, v in zip(keys, values):
+    for k, v in zip(keys, values, strict=True):
         if k == "method":
             parts.append(str(v))
         elif k == M.PARAM_COEF:
-            parts.append("coef n/a" if pd.isna(v) else f"coef {v:g}")
+            if not pd.isna(v):
+                parts.append(f"{symbol} = {v:g}")
         else:
             parts.append(f"{k.split('.')[0]} {v}")
     return ", ".join(parts)
 
 
+def _sort_key(values) -> tuple:
+    return tuple((0, v, 0.0) if isinstance(v, str) else (1, "", -np.inf if pd.isna(v) else float(v)) for v in values)
+
+
 def fig5_grid_heatmap(summary: pd.DataFrame, path: Path) -> Path:
     """Seed-mean peak gold, final-minus-peak gold and final KL over the sweep grid."""
-    title = "Sweep grid: peak gold, drop from peak, final KL"
-    summary = summary[(summary[M.PARAM_ALGO] != BON_ALGO) & summary["peak_gold"].notna()] if not summary.empty else summary
+    title = "Over-optimization across the sweep grid"
+    summary = (
+        summary[(summary[M.PARAM_ALGO] != BON_ALGO) & summary["peak_gold"].notna()] if not summary.empty else summary
+    )
     if summary.empty:
         return _empty(path, title, "no run with eval gold reward")
     rows, col = grid_axes(summary)
-    frame = summary.assign(_col=summary[col] if col else "all")
-    agg = frame.groupby([*rows, "_col"], dropna=False)[[v for v, _, _ in HEATMAP_VALUES]].mean()
-    counts = frame.groupby([*rows, "_col"], dropna=False).size()
-    row_index = sorted({k[:-1] for k in agg.index}, key=lambda t: tuple((str(x) if isinstance(x, str) else f"{x:020.10f}") for x in t))
-    col_index = _sorted_unique(frame["_col"])
+    values = [v for v, *_ in HEATMAP_VALUES]
+    agg = summary.groupby([*rows, col], dropna=False)[values].mean()
+    counts = summary.groupby([*rows, col], dropna=False).size()
+    row_index = sorted({k[:-1] for k in agg.index}, key=_sort_key)
+    col_index = _sorted_unique(summary[col])
+    symbols = {m: _coef_symbol(part) for m, part in summary.groupby("method")}
+    row_labels = [_row_label(rows, rk, symbols.get(rk[0], "coef")) for rk in row_index]
+    uniform_n = counts.nunique() == 1
+    panel_w = max(2.6, 0.95 * len(col_index) + 1.6)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
-            1, 3, figsize=(3 * max(2.6, 1.1 * len(col_index) + 1.8), 0.42 * len(row_index) + 1.9), squeeze=False
+            1,
+            3,
+            figsize=(3 * panel_w + 1.4, 0.36 * len(row_index) + 1.9),
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
         )
-        for ax, (value, label, cmap) in zip(axes[0], HEATMAP_VALUES):
+        for ax, (value, label, cmap, fmt) in zip(axes[0], HEATMAP_VALUES, strict=True):
             mat = np.full((len(row_index), len(col_index)), np.nan)
             for r, rk in enumerate(row_index):
                 for c, ck in enumerate(col_index):
-                    key = (*rk, ck)
-                    if key in agg.index:
-                        mat[r, c] = agg.loc[key, value]
+                    if (*rk, ck) in agg.index:
+                        mat[r, c] = agg.loc[(*rk, ck), value]
             im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap, norm=_norm(value, mat), aspect="auto")
-            ax.set_facecolor("0.9")
+            ax.set_facecolor("0.92")
             ax.grid(False)
             for r in range(mat.shape[0]):
                 for c in range(mat.shape[1]):
                     if np.isfinite(mat[r, c]):
-                        n = counts.get((*row_index[r], col_index[c]), 0)
-                        txt = f"{mat[r, c]:.2g}" + (f"\n(n={n})" if n > 1 else "")
-                        ax.text(c, r, txt, ha="center", va="center", fontsize=7.5, color=_ink(im, mat[r, c]))
-            ax.set_xticks(range(len(col_index)), [_fmt_num(v) if col else "all" for v in col_index])
-            ax.set_yticks(range(len(row_index)), [_row_label(rows, rk) for rk in row_index] if ax is axes[0, 0] else [])
-            ax.set_xlabel(col if col else "")
+                        v = mat[r, c]
+                        txt = fmt.format(0.0 if abs(v) < 5e-3 and value != "final_kl" else v)
+                        if not uniform_n:
+                            txt += f"\n(n={counts.get((*row_index[r], col_index[c]), 0)})"
+                        ax.text(c, r, txt, ha="center", va="center", fontsize=8, color=_ink(im, mat[r, c]))
+            ax.set_xticks(range(len(col_index)), [_fmt_num(v) for v in col_index])
+            ax.set_yticks(range(len(row_index)), row_labels)
+            ax.tick_params(axis="both", length=0)
+            ax.set_xlabel("learning rate")
             ax.set_title(label)
-            fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
-        fig.suptitle(title + " (mean over seeds)", fontsize=12)
-        fig.tight_layout()
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
+        n_txt = f"{int(counts.iloc[0])} seed(s) per cell" if uniform_n else "n = runs per cell"
+        fig.suptitle(f"{title}\nmean over seeds ({n_txt}); grey = not in the sweep", fontsize=12)
         fig.savefig(path)
         plt.close(fig)
     return path

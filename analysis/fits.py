@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.transforms import D, GOLD
+from analysis.transforms import GOLD, D
 
 RL, BON = "rl", "bon"
 MIN_POINTS = 3  # two parameters need one more point to leave a residual
@@ -114,13 +114,17 @@ def fit_groups(
 ) -> pd.DataFrame:
     """Pooled fit per group (seeds together) + bootstrap-over-seeds intervals for a, b, d*."""
     keys = [k for k in keys if k in table]
+    if table.empty or not keys:
+        return pd.DataFrame(columns=[*keys, "form", "n_runs", "a", "b", "r2", "d_star", "n_points"])
     rng = np.random.default_rng(seed)
     rows = []
     for group, part in table.groupby(keys, dropna=False, sort=True):
         group = group if isinstance(group, tuple) else (group,)
-        row = dict(zip(keys, group))
+        row = dict(zip(keys, group, strict=True))
         f = fit(part[x], part[y], form)
-        row.update(form=form, n_runs=part["run_id"].nunique(), a=f.a, b=f.b, r2=f.r2, d_star=f.d_star, n_points=f.n_points)
+        row.update(
+            form=form, n_runs=part["run_id"].nunique(), a=f.a, b=f.b, r2=f.r2, d_star=f.d_star, n_points=f.n_points
+        )
         row.update(_bootstrap(part, form, x, y, n_boot, rng))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -158,7 +158,9 @@ def fetch(
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise SystemExit(f"no MLflow experiment named {experiment!r} at {tracking_uri or mlflow.get_tracking_uri()}; found: {names}")
+        raise SystemExit(
+            f"no MLflow experiment named {experiment!r} at {tracking_uri or mlflow.get_tracking_uri()}; found: {names}"
+        )
     filter_string = f"tags.{M.TAG_SWEEP_ID} = '{sweep_id}'" if sweep_id else ""
     found = _search_all(client, exp.experiment_id, filter_string)
     parents = [r for r in found if _is_parent(r)]

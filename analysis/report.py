@@ -50,18 +50,15 @@ class Report:
 
 def analyze(runs: pd.DataFrame, metrics: pd.DataFrame, n_boot: int = fits.N_BOOT) -> dict:
     """Every table of the report, as DataFrames (no files)."""
-    table = transforms.eval_table(metrics) if not metrics.empty else pd.DataFrame()
-    if not table.empty:
-        table = table[table[M.PARAM_ALGO] != transforms.BON_ALGO]
-    summary = transforms.run_summary(table) if not table.empty else _empty_summary()
-    summary = verdicts.flag_runs(summary) if not summary.empty else summary.assign(overoptimized=[], kl_stable=[])
+    metrics = _with_columns(metrics)
+    table = transforms.eval_table(metrics)
+    table = table[table[M.PARAM_ALGO] != transforms.BON_ALGO]
+    summary = verdicts.flag_runs(transforms.run_summary(table))
     keys = ["run_name", M.PARAM_ALGO, M.PARAM_REGULARIZER, M.PARAM_LR, M.PARAM_COEF, M.PARAM_SEED]
-    run_fits = fits.fit_runs(table, fits.RL, keys=keys) if not table.empty else fits.fit_runs(pd.DataFrame(columns=["run_id"]), keys=keys)
-    gkeys = transforms.group_keys(runs)
-    group_fits = fits.fit_groups(table, gkeys, fits.RL, n_boot=n_boot) if not table.empty else pd.DataFrame()
-
-    bon = transforms.bon_table(metrics) if not metrics.empty else pd.DataFrame()
-    bon_fits = fits.fit_runs(bon, fits.BON, keys=keys) if not bon.empty else pd.DataFrame(columns=run_fits.columns)
+    run_fits = fits.fit_runs(table, fits.RL, keys=keys)
+    group_fits = fits.fit_groups(table, transforms.group_keys(runs), fits.RL, n_boot=n_boot)
+    bon = transforms.bon_table(metrics)
+    bon_fits = fits.fit_runs(bon, fits.BON, keys=keys)
     bon_pooled = fits.fit(bon[transforms.D], bon[transforms.GOLD], fits.BON) if not bon.empty else None
     return {
         "table": table,
@@ -76,27 +73,64 @@ def analyze(runs: pd.DataFrame, metrics: pd.DataFrame, n_boot: int = fits.N_BOOT
     }
 
 
-def _empty_summary() -> pd.DataFrame:
-    cols = ["run_id", "method", *transforms.RUN_KEYS[1:], *transforms.SUMMARY_COLUMNS]
-    return pd.DataFrame(columns=list(dict.fromkeys(cols)))
+def _with_columns(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The tidy frame with every column `analysis.load` gives it, even when it holds no rows."""
+    metrics = metrics.copy()
+    for col in ("run_id", "run_name", "status", *transforms.RUN_KEYS, "key", "step", "value"):
+        if col not in metrics:
+            metrics[col] = pd.Series(dtype=float if col in ("step", "value") else object)
+    return metrics
 
 
 def runs_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """The runs section: identity, grid position, status, how far each got."""
-    cols = ["run_name", "status", *KEY_COLS, M.PARAM_MODEL, M.PARAM_TASK, M.TAG_SWEEP_ID, M.TAG_OVERRIDES, M.TAG_FAILURE, "run_id"]
+    cols = [
+        "run_name",
+        "status",
+        *KEY_COLS,
+        M.PARAM_MODEL,
+        M.PARAM_TASK,
+        M.TAG_SWEEP_ID,
+        M.TAG_OVERRIDES,
+        M.TAG_FAILURE,
+        "run_id",
+    ]
     out = runs[[c for c in cols if c in runs]].copy()
     if not metrics.empty:
         evals = metrics[metrics["key"] == M.EVAL_GOLD_REWARD].groupby("run_id")["step"].agg(["count", "max"])
         out["gold evals"] = out["run_id"].map(evals["count"]).fillna(0).astype(int)
         out["last eval step"] = out["run_id"].map(evals["max"])
-    return out.sort_values([c for c in (M.PARAM_ALGO, M.PARAM_REGULARIZER, M.PARAM_LR, M.PARAM_COEF, M.PARAM_SEED) if c in out], na_position="last")
+    return out.sort_values(
+        [c for c in (M.PARAM_ALGO, M.PARAM_REGULARIZER, M.PARAM_LR, M.PARAM_COEF, M.PARAM_SEED) if c in out],
+        na_position="last",
+    )
 
 
 PEAK_COLS = [
-    "run_name", "method", M.PARAM_LR, M.PARAM_COEF, M.PARAM_SEED, "status", "n_evals", "peak_step", "peak_kl", "peak_gold",
-    "final_step", "final_gold", "drop", "proxy_rise", "final_gap", "final_kl", "kl_growth_ratio", "final_entropy",
-    "final_win_rate", "overoptimized", "kl_stable", "recentered", "run_id",
-]  # fmt: skip
+    "run_name",
+    "method",
+    M.PARAM_LR,
+    M.PARAM_COEF,
+    M.PARAM_SEED,
+    "status",
+    "n_evals",
+    "peak_step",
+    "peak_kl",
+    "peak_gold",
+    "final_step",
+    "final_gold",
+    "drop",
+    "proxy_rise",
+    "final_gap",
+    "final_kl",
+    "kl_growth_ratio",
+    "final_entropy",
+    "final_win_rate",
+    "overoptimized",
+    "kl_stable",
+    "recentered",
+    "run_id",
+]
 
 
 def build(
@@ -109,10 +143,14 @@ def build(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = analyze(runs, metrics, n_boot=n_boot)
-    rep = Report(out, runs=runs_table(runs, metrics), missing=t["missing"], summary=t["summary"], verdicts=t["verdicts"])
+    rep = Report(
+        out, runs=runs_table(runs, metrics), missing=t["missing"], summary=t["summary"], verdicts=t["verdicts"]
+    )
 
     peaks = t["summary"][[c for c in PEAK_COLS if c in t["summary"]]]
-    rep.run_fits = pd.concat([f for f in (t["run_fits"], t["bon_fits"]) if not f.empty] or [t["run_fits"]], ignore_index=True)
+    rep.run_fits = pd.concat(
+        [f for f in (t["run_fits"], t["bon_fits"]) if not f.empty] or [t["run_fits"]], ignore_index=True
+    )
     rep.group_fits = t["group_fits"]
     written = {
         RUNS_CSV: rep.runs,
@@ -169,7 +207,9 @@ def _table_html(frame: pd.DataFrame, max_rows: int = 500) -> str:
     if frame is None or frame.empty:
         return "<p class='note'>(none)</p>"
     frame = frame.head(max_rows)
-    head = "".join(f"<th class='{'text' if not _numeric(frame[c]) else ''}'>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(
+        f"<th class='{'text' if not _numeric(frame[c]) else ''}'>{html.escape(str(c))}</th>" for c in frame.columns
+    )
     body = []
     for _, row in frame.iterrows():
         cells = []
@@ -221,7 +261,8 @@ def _html(title: str, rep: Report, peaks: pd.DataFrame, figs: list[Path], bon_po
             f"R<sup>2</sup> = {_cell(bon_pooled.r2)}, d* = {_cell(bon_pooled.d_star)}.</p>"
         )
     fig_html = "".join(
-        f"<figure>{_img(p)}<figcaption><b>{p.name}</b>. {html.escape(CAPTIONS[p.name])}</figcaption></figure>" for p in figs
+        f"<figure>{_img(p)}<figcaption><b>{p.name}</b>. {html.escape(CAPTIONS[p.name])}</figcaption></figure>"
+        for p in figs
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head>

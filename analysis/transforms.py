@@ -55,11 +55,11 @@ RUN_KEYS = ("run_id", "run_name", "status", *BASE_GROUP_KEYS, M.PARAM_SEED, *OPT
 
 def method_label(algo, regularizer) -> str:
     """Short human label: the regularizer for online RL, the algorithm otherwise."""
-    algo = "?" if pd.isna(algo) else str(algo)
+    algo = "unknown" if pd.isna(algo) else str(algo)
     if algo == BON_ALGO:
         return "best-of-n"
     if algo in ONLINE_RL_ALGOS:
-        reg = "?" if pd.isna(regularizer) else str(regularizer)
+        reg = "unknown" if pd.isna(regularizer) else str(regularizer)
         return f"{reg} ({algo})"
     return algo
 
@@ -119,12 +119,9 @@ def eval_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def bon_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (best-of-n run, n): gold and proxy re-centered on n=1, KL, d."""
-    wide = _wide(metrics, BON_COLUMNS).rename(columns={"step": "n"})
-    if wide.empty:
-        return wide.assign(**{D: pd.Series(dtype=float)})
-    wide = _recenter(wide.rename(columns={"n": "step"}), (GOLD, PROXY), origin_step=1).rename(columns={"step": "n"})
+    wide = _recenter(_wide(metrics, BON_COLUMNS), (GOLD, PROXY), origin_step=1)
     wide[D] = sqrt_kl(wide[KL])
-    return wide.merge(_run_level(metrics), on="run_id", how="left")
+    return wide.merge(_run_level(metrics), on="run_id", how="left").rename(columns={"step": "n"})
 
 
 def _value_at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
@@ -179,10 +176,29 @@ def summarize_run(one: pd.DataFrame) -> dict:
 
 
 SUMMARY_COLUMNS = (
-    "n_evals", "recentered", "gold_range", "peak_step", "peak_gold", "peak_kl", "peak_d", "peak_proxy", "peak_gap",
-    "final_step", "final_gold", "final_proxy", "final_kl", "final_d", "final_gap", "final_entropy",
-    "final_win_rate", "drop", "proxy_rise", "gap_rise", "mid_kl", "kl_growth_ratio",
-)  # fmt: skip
+    "n_evals",
+    "recentered",
+    "gold_range",
+    "peak_step",
+    "peak_gold",
+    "peak_kl",
+    "peak_d",
+    "peak_proxy",
+    "peak_gap",
+    "final_step",
+    "final_gold",
+    "final_proxy",
+    "final_kl",
+    "final_d",
+    "final_gap",
+    "final_entropy",
+    "final_win_rate",
+    "drop",
+    "proxy_rise",
+    "gap_rise",
+    "mid_kl",
+    "kl_growth_ratio",
+)
 
 
 def run_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -197,7 +213,9 @@ def run_summary(table: pd.DataFrame) -> pd.DataFrame:
         if col not in out:
             out[col] = np.nan
     if not out.empty:
-        out.insert(1, "method", [method_label(a, r) for a, r in zip(out[M.PARAM_ALGO], out[M.PARAM_REGULARIZER])])
+        out.insert(
+            1, "method", [method_label(a, r) for a, r in zip(out[M.PARAM_ALGO], out[M.PARAM_REGULARIZER], strict=True)]
+        )
     else:
         out.insert(1, "method", pd.Series(dtype=str))
     return out

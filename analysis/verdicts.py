@@ -122,7 +122,7 @@ def flag_runs(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3g}"
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x + 0.0:.3g}"  # no "-0"
 
 
 def _majority(flags: pd.Series) -> tuple[str | None, float, int]:
@@ -151,7 +151,13 @@ def _online(summary: pd.DataFrame, regularizer: str) -> pd.DataFrame:
 
 
 def _row(claim: str, verdict: str, evidence: str) -> dict:
-    return {"claim": claim, "statement": STATEMENTS[claim], "verdict": verdict, "evidence": evidence, "rule": RULES[claim]}
+    return {
+        "claim": claim,
+        "statement": STATEMENTS[claim],
+        "verdict": verdict,
+        "evidence": evidence,
+        "rule": RULES[claim],
+    }
 
 
 def _spearman(x: pd.Series, y: pd.Series) -> float:
@@ -179,7 +185,9 @@ def c2(s: pd.DataFrame) -> dict:
         f"median final KL {_fmt(ent['final_kl'].median())}"
     )
     kl_final = kl["final_kl"].dropna()
-    ev += f" vs {_fmt(kl_final.median())} for KL runs (n={len(kl_final)})" if len(kl_final) else "; no KL runs to compare"
+    ev += (
+        f" vs {_fmt(kl_final.median())} for KL runs (n={len(kl_final)})" if len(kl_final) else "; no KL runs to compare"
+    )
     if maj == "no":
         return _row("C2", CONTRADICTED, ev)
     if maj is None or kl_final.empty:
@@ -259,7 +267,9 @@ def c6(s: pd.DataFrame) -> dict:
     off, on = _win(s, SIMPO), _win(s, ONLINE_SIMPO)
     on = on[on["overoptimized"].notna()]
     if off.empty or on.empty:
-        return _row("C6", NO_DATA, f"SimPO runs with win rate: {len(off)}; online SimPO runs with win rate and evals: {len(on)}")
+        return _row(
+            "C6", NO_DATA, f"SimPO runs with win rate: {len(off)}; online SimPO runs with win rate and evals: {len(on)}"
+        )
     diff = off["final_win_rate"].median() - on["final_win_rate"].median()
     maj, frac, n = _majority(on["overoptimized"])
     ev = (
@@ -283,7 +293,9 @@ def c7(s: pd.DataFrame, run_fits: pd.DataFrame, bon_fits: pd.DataFrame | None = 
     fits = run_fits[run_fits["run_id"].isin(moved) & run_fits["r2"].notna()] if not run_fits.empty else run_fits
     if fits.empty:
         n_still = len(online) - len(moved)
-        return _row("C7", NO_DATA, f"no online run with a fit whose gold moved >= {C7_MIN_GOLD_RANGE} ({n_still} did not move)")
+        return _row(
+            "C7", NO_DATA, f"no online run with a fit whose gold moved >= {C7_MIN_GOLD_RANGE} ({n_still} did not move)"
+        )
     med = fits["r2"].median()
     ev = (
         f"RL-form fits on {len(fits)} online runs: median R^2 {_fmt(med)} (range {_fmt(fits['r2'].min())}-"

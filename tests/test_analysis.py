@@ -79,7 +79,12 @@ def _log(client, run_id, series: dict, steps) -> None:
     from mlflow.entities import Metric
 
     ts = int(time.time() * 1000)
-    batch = [Metric(k, float(v), ts, int(s)) for k, vals in series.items() if not k.startswith("_") for s, v in zip(steps, vals)]
+    batch = [
+        Metric(k, float(v), ts, int(s))
+        for k, vals in series.items()
+        if not k.startswith("_")
+        for s, v in zip(steps, vals, strict=True)
+    ]
     for i in range(0, len(batch), 900):
         client.log_batch(run_id, metrics=batch[i : i + 900])
 
@@ -144,7 +149,16 @@ def store(tmp_path_factory):
     rid = _child(client, exp_id, pid, "bon", "none", 0.0, 0.0, 0)
     n = 2 ** np.arange(0, 8)
     bkl = np.log(n) - (n - 1) / n
-    _log(client, rid, {M.BON_KL: bkl, M.BON_GOLD_REWARD: 0.03 + np.sqrt(bkl) * (1.2 - 0.25 * np.sqrt(bkl)), M.BON_PROXY_REWARD: np.sqrt(bkl)}, n)
+    _log(
+        client,
+        rid,
+        {
+            M.BON_KL: bkl,
+            M.BON_GOLD_REWARD: 0.03 + np.sqrt(bkl) * (1.2 - 0.25 * np.sqrt(bkl)),
+            M.BON_PROXY_REWARD: np.sqrt(bkl),
+        },
+        n,
+    )
     client.set_terminated(rid, "FINISHED")
     # a job that died before its first eval: must be listed, not dropped
     failed = _child(client, exp_id, pid, "rloo", "entropy", 1e-4, 0.03, 2, failure="CUDA out of memory")
@@ -162,7 +176,20 @@ def cli_run(store, tmp_path_factory):
     from analysis.__main__ import main
 
     out = tmp_path_factory.mktemp("report")
-    rc = main(["--experiment", EXPERIMENT, "--sweep", SWEEP, "--out", str(out), "--tracking-uri", store["uri"], "--n-boot", "200"])
+    rc = main(
+        [
+            "--experiment",
+            EXPERIMENT,
+            "--sweep",
+            SWEEP,
+            "--out",
+            str(out),
+            "--tracking-uri",
+            store["uri"],
+            "--n-boot",
+            "200",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -201,10 +228,22 @@ def _tiny_metrics() -> pd.DataFrame:
         M.EVAL_KL: [-1e-6, 1.0, 4.0, 9.0],
     }
     for key, vals in series.items():
-        for step, v in zip((0, 10, 20, 30), vals):
-            rows.append({"run_id": "r1", "run_name": "r1", "status": "FINISHED", M.PARAM_ALGO: "rloo",
-                         M.PARAM_REGULARIZER: "entropy", M.PARAM_LR: 1e-4, M.PARAM_COEF: 0.1, M.PARAM_SEED: 0,
-                         "key": key, "step": step, "value": v})  # fmt: skip
+        for step, v in zip((0, 10, 20, 30), vals, strict=True):
+            rows.append(
+                {
+                    "run_id": "r1",
+                    "run_name": "r1",
+                    "status": "FINISHED",
+                    M.PARAM_ALGO: "rloo",
+                    M.PARAM_REGULARIZER: "entropy",
+                    M.PARAM_LR: 1e-4,
+                    M.PARAM_COEF: 0.1,
+                    M.PARAM_SEED: 0,
+                    "key": key,
+                    "step": step,
+                    "value": v,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -226,7 +265,9 @@ def test_peak_drop_by_hand():
 
 
 def test_aggregate_seeds():
-    summary = pd.DataFrame({M.PARAM_REGULARIZER: ["kl", "kl", "entropy"], M.PARAM_LR: [1e-4] * 3, "drop": [-0.1, -0.3, -1.0]})
+    summary = pd.DataFrame(
+        {M.PARAM_REGULARIZER: ["kl", "kl", "entropy"], M.PARAM_LR: [1e-4] * 3, "drop": [-0.1, -0.3, -1.0]}
+    )
     agg = T.aggregate(summary, [M.PARAM_REGULARIZER, M.PARAM_LR], ["drop"]).set_index(M.PARAM_REGULARIZER)
     assert agg.loc["kl", "n_runs"] == 2 and agg.loc["kl", "drop_mean"] == pytest.approx(-0.2)
     assert agg.loc["kl", "drop_min"] == pytest.approx(-0.3) and agg.loc["entropy", "n_runs"] == 1
@@ -266,8 +307,17 @@ def test_fits_recover_known_params_from_mlflow(store, tmp_path):
 
 
 def _summary(rows) -> pd.DataFrame:
-    base = {"status": "FINISHED", M.PARAM_LR: 1e-4, "n_evals": 10, "gold_range": 1.0, "final_win_rate": np.nan,
-            "peak_step": 100.0, "peak_kl": 2.0, "final_gap": 0.5, "mid_kl": 1.0}  # fmt: skip
+    base = {
+        "status": "FINISHED",
+        M.PARAM_LR: 1e-4,
+        "n_evals": 10,
+        "gold_range": 1.0,
+        "final_win_rate": np.nan,
+        "peak_step": 100.0,
+        "peak_kl": 2.0,
+        "final_gap": 0.5,
+        "mid_kl": 1.0,
+    }
     out = []
     for i, r in enumerate(rows):
         row = {**base, "run_id": f"r{i}", **r}
@@ -277,13 +327,27 @@ def _summary(rows) -> pd.DataFrame:
 
 
 def _ent(drop, proxy_rise, final_kl, coef=0.1, gap=0.5):
-    return {M.PARAM_ALGO: "rloo", M.PARAM_REGULARIZER: "entropy", M.PARAM_COEF: coef, "drop": drop,
-            "proxy_rise": proxy_rise, "final_kl": final_kl, "final_gap": gap}  # fmt: skip
+    return {
+        M.PARAM_ALGO: "rloo",
+        M.PARAM_REGULARIZER: "entropy",
+        M.PARAM_COEF: coef,
+        "drop": drop,
+        "proxy_rise": proxy_rise,
+        "final_kl": final_kl,
+        "final_gap": gap,
+    }
 
 
 def _kl(drop, final_kl, mid_kl):
-    return {M.PARAM_ALGO: "rloo", M.PARAM_REGULARIZER: "kl", M.PARAM_COEF: 0.1, "drop": drop, "proxy_rise": 0.3,
-            "final_kl": final_kl, "mid_kl": mid_kl}  # fmt: skip
+    return {
+        M.PARAM_ALGO: "rloo",
+        M.PARAM_REGULARIZER: "kl",
+        M.PARAM_COEF: 0.1,
+        "drop": drop,
+        "proxy_rise": 0.3,
+        "final_kl": final_kl,
+        "mid_kl": mid_kl,
+    }
 
 
 def _verdict(summary, claim, fits=None):
@@ -330,8 +394,16 @@ def test_c4_rules():
 
 def test_c5_c6_c7_rules():
     def pref(algo, win, drop=0.0, rise=0.2):
-        return {M.PARAM_ALGO: algo, M.PARAM_REGULARIZER: "none", M.PARAM_COEF: 2.0, "drop": drop, "proxy_rise": rise,
-                "final_kl": 2.0, "final_win_rate": win, "final_gold": 0.3}  # fmt: skip
+        return {
+            M.PARAM_ALGO: algo,
+            M.PARAM_REGULARIZER: "none",
+            M.PARAM_COEF: 2.0,
+            "drop": drop,
+            "proxy_rise": rise,
+            "final_kl": 2.0,
+            "final_win_rate": win,
+            "final_gold": 0.3,
+        }
 
     good = [pref("simpo", 0.62), pref("simpo", 0.66)]
     assert _verdict(_summary(good), "C5")[0] == V.SUPPORTED
@@ -356,8 +428,18 @@ def test_c5_c6_c7_rules():
 
 def test_cli_writes_report_figures_tables(cli_run):
     out = cli_run
-    for name in ("fig1_rewards_vs_step.png", "fig2_gold_vs_d.png", "fig3_kl_vs_step.png", "fig4_entropy_vs_gap.png",
-                 "fig5_grid_heatmap.png", "report.html", "fits.csv", "peaks.csv", "verdicts.csv", "verdicts.md"):  # fmt: skip
+    for name in (
+        "fig1_rewards_vs_step.png",
+        "fig2_gold_vs_d.png",
+        "fig3_kl_vs_step.png",
+        "fig4_entropy_vs_gap.png",
+        "fig5_grid_heatmap.png",
+        "report.html",
+        "fits.csv",
+        "peaks.csv",
+        "verdicts.csv",
+        "verdicts.md",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert (out / "fig1_rewards_vs_step.png").read_bytes()[:4] == b"\x89PNG"
     html = (out / "report.html").read_text()
@@ -397,7 +479,19 @@ def test_cli_help_and_reuses_cache(cli_run, store, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--refresh" in capsys.readouterr().out
-    main(["--sweep", SWEEP, "--out", str(cli_run), "--tracking-uri", store["uri"], "--no-log-artifacts", "--n-boot", "10"])
+    main(
+        [
+            "--sweep",
+            SWEEP,
+            "--out",
+            str(cli_run),
+            "--tracking-uri",
+            store["uri"],
+            "--no-log-artifacts",
+            "--n-boot",
+            "10",
+        ]
+    )
     assert "from cache" in capsys.readouterr().out
 
 

@@ -1,0 +1,1 @@
+"""Training loops: orchestration only. They never import hydra, mlflow or vllm."""

@@ -1,0 +1,196 @@
+"""Online RLHF: RLOO (default) or REINFORCE with a pluggable regularizer.
+
+Reads top to bottom: evaluate, sample, score, regularize, advantages, update,
+sync, log. The loop does not know which regularizer it runs: the per-token
+penalty `p_t` comes from `algos.per_token_penalty` with the convention
+`R = r_proxy - coef * sum_t p_t` (SCIENCE.md section 3), placed in the reward
+or in the loss by the regularizer's config.
+
+Deviations from the textbook, on purpose:
+- One optimizer step per batch (fully on-policy), so the PPO ratio is 1 and
+  the policy-gradient loss is plain REINFORCE with a leave-one-out baseline.
+  When the sampler's weights lag (`rollout.sync_every > 1`) or its numerics
+  differ (bf16 vLLM), `rollout.is_correction` re-weights by the truncated
+  ratio pi_train / pi_rollout.
+- The sampling temperature is used for every log-prob, KL and entropy: the
+  policy being optimized is softmax(logits / T).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rlhf_sweeps import metrics as M
+from rlhf_sweeps.algos import (
+    AdaptiveKLController,
+    FixedKLController,
+    Regularizer,
+    entropy_from_logits,
+    has_eos,
+    kl_k1,
+    logprobs_from_logits,
+    masked_mean,
+    masked_sum,
+    per_token_penalty,
+    policy_gradient_loss,
+    regularized_reward,
+    regularizer_loss,
+    reinforce_advantages,
+    rloo_advantages,
+    truncated_is_weights,
+)
+from rlhf_sweeps.models import make_sequence_batch, response_logits
+from rlhf_sweeps.world.language import EOS_ID
+
+
+@dataclass
+class OnlineJob:
+    """Everything the loop needs, built by `rlhf_sweeps.job`."""
+
+    cfg: Any
+    policy: torch.nn.Module
+    ref: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: Any
+    proxy: Callable  # (prompts, responses) -> (N,) normalized proxy reward
+    evaluator: Any
+    train_prompts: Callable[[int], list[list[int]]]  # step -> prompts
+    log: Callable[[dict[str, float], int], None]
+    log_samples: Callable[[list[dict], int], None]
+    save_checkpoint: Callable[[int, dict], None]
+    rss_gb: Callable[[], float]
+    extra_state: dict = field(default_factory=dict)
+
+
+def make_regularizer(reg_cfg) -> Regularizer:
+    estimator = reg_cfg.estimator if reg_cfg.name != "none" else "none"
+    return Regularizer(reg_cfg.name, estimator, reg_cfg.placement, reg_cfg.length_normalize)
+
+
+def make_coef_controller(cfg):
+    if cfg.regularizer.adaptive:
+        return AdaptiveKLController(cfg.temperature, cfg.regularizer.target, cfg.regularizer.horizon)
+    return FixedKLController(cfg.temperature)
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite loss ({loss.item()}) at step {step}. Lower lr or the regularization "
+            "coefficient (temperature=...), or set algo.grad_clip; the last checkpoint is kept."
+        )
+
+
+def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
+    cfg = job.cfg
+    reg = make_regularizer(cfg.regularizer)
+    T = cfg.rollout.temperature
+    k = cfg.algo.k
+    staleness = 0
+    bar = tqdm(range(start_step, cfg.steps + 1), desc=f"{cfg.algo.name}/{reg.name}", initial=start_step,
+               total=cfg.steps + 1, dynamic_ncols=True)
+    for step in bar:
+        # ---- evaluate on the fixed held-out prompts (step 0 = the initial policy)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            eval_metrics, rows = job.evaluator(job.policy, job.sampler)
+            job.log(eval_metrics, step)
+            job.log_samples(rows, step)
+        if step > start_step and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            job.save_checkpoint(step, {"coef": coef_ctl.state_dict()})
+        if step == cfg.steps:
+            break
+
+        # ---- rollout: k samples per prompt from the current policy
+        t0 = time.perf_counter()
+        prompts = job.train_prompts(step)
+        rollout = job.sampler.generate(prompts, n=k, seed=int(np.random.default_rng([cfg.seed, step, 1]).integers(2**31)))
+        responses = rollout.responses  # (N, T)
+        t1 = time.perf_counter()
+        scores = job.proxy(rollout.prompts, responses)  # (N,)
+        t2 = time.perf_counter()
+
+        # ---- log-probs under the policy (with grad) and the reference, same temperature
+        batch = make_sequence_batch(rollout.prompts, responses)
+        mask = batch.response_mask  # (N, T)
+        logits = response_logits(job.policy, batch)  # (N, T, V)
+        logp = logprobs_from_logits(logits, responses, T)  # (N, T)
+        with torch.no_grad():
+            ref_logp = logprobs_from_logits(response_logits(job.ref, batch), responses, T)
+        entropy = entropy_from_logits(logits, T) if reg.needs_entropy else None
+
+        # ---- regularized reward and advantages
+        coef = coef_ctl.value
+        penalty = per_token_penalty(reg, logp, ref_logp, entropy)  # (N, T)
+        eos_missing = ~has_eos(responses, EOS_ID)
+        rewards = regularized_reward(scores, penalty, mask, coef, reg, eos_missing, cfg.algo.eos_penalty)
+        if cfg.algo.name == "rloo":
+            advantages = rloo_advantages(rewards, k)
+        else:
+            advantages = reinforce_advantages(rewards)
+
+        # ---- policy update
+        is_weights, clipped = None, None
+        if cfg.rollout.is_correction and rollout.logprobs is not None:
+            is_weights, clipped = truncated_is_weights(logp.detach(), rollout.logprobs, mask,
+                                                       cfg.rollout.is_correction, cfg.rollout.is_cap)
+        pg_loss, pg_stats = policy_gradient_loss(logp, advantages, mask, is_weights)
+        reg_loss = regularizer_loss(penalty, mask, coef, reg)
+        loss = pg_loss + reg_loss
+        check_finite(loss, step)
+        job.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(job.policy.parameters(), cfg.algo.grad_clip)
+        job.optimizer.step()
+        t3 = time.perf_counter()
+
+        # ---- push the new weights into the rollout engine
+        staleness += 1
+        if staleness >= cfg.rollout.sync_every:
+            job.sampler.sync_weights(job.policy)
+            staleness = 0
+        t4 = time.perf_counter()
+
+        # ---- adaptive coefficient, fed the sequence-summed KL (Ziegler et al.)
+        with torch.no_grad():
+            seq_kl = masked_sum(kl_k1(logp.detach(), ref_logp), mask, 1)  # (N,)
+        coef_ctl.update(float(seq_kl.mean()), len(prompts) * k)
+
+        with torch.no_grad():
+            train = {
+                M.TRAIN_PROXY_REWARD: scores.mean(),
+                M.TRAIN_RLHF_REWARD: rewards.mean(),
+                M.TRAIN_KL: seq_kl.mean(),
+                M.TRAIN_ENTROPY: masked_sum(
+                    entropy if entropy is not None else entropy_from_logits(logits.detach(), T), mask, 1).mean(),
+                M.TRAIN_RESPONSE_LENGTH: (mask.sum(1) - (~eos_missing).long()).float().mean(),
+                M.TRAIN_EOS_RATE: (~eos_missing).float().mean(),
+                M.TRAIN_LOSS: loss,
+                M.TRAIN_PG_LOSS: pg_loss,
+                M.TRAIN_REG_LOSS: reg_loss,
+                M.TRAIN_COEF: coef,
+                M.TRAIN_GRAD_NORM: grad_norm,
+                M.PERF_ROLLOUT_S: t1 - t0,
+                M.PERF_SCORE_S: t2 - t1,
+                M.PERF_UPDATE_S: t3 - t2,
+                M.PERF_SYNC_S: t4 - t3,
+                M.PERF_STEP_S: t4 - t0,
+                M.PERF_RSS_GB: job.rss_gb(),
+            }
+            if rollout.logprobs is not None:
+                gap = (logp.detach() - rollout.logprobs).abs()
+                train[M.ROLLOUT_LOGPROB_GAP_MEAN] = masked_mean(gap, mask)
+                train[M.ROLLOUT_LOGPROB_GAP_MAX] = torch.where(mask, gap, torch.zeros_like(gap)).max()
+            if clipped is not None:
+                train[M.ROLLOUT_IS_CLIPPED_FRAC] = clipped
+            if cfg.rollout.sync_every > 1:
+                train[M.ROLLOUT_STALENESS] = staleness
+        train = {key: float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in train.items()}
+        job.log(train, step)
+        bar.set_postfix(proxy=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}")
+    bar.close()

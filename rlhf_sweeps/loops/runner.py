@@ -1,0 +1,83 @@
+"""Build what a job needs (world, models, sampler, evaluator) and run its loop.
+
+Kept apart from `job.py` so the lifecycle (skip / resume / MLflow status) and
+the construction of models stay separately readable. Tracking is passed in
+as plain callables: the loops never see MLflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from rlhf_sweeps import checkpoint
+from rlhf_sweeps import metrics as M
+from rlhf_sweeps.evaluation import Evaluator
+from rlhf_sweeps.models import load_causal_lm, load_reward_model
+from rlhf_sweeps.rewards import GoldScorer, Normalization, RewardModelScorer
+from rlhf_sweeps.rollout import make_sampler
+
+
+def rss_gb() -> float:
+    return psutil.Process().memory_info().rss / 2**30
+
+
+def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
+    from rlhf_sweeps.loops.online import OnlineJob, make_coef_controller, train_online
+    from rlhf_sweeps.world.synthetic import prepare_world
+    from rlhf_sweeps.world.tokenizer import build_tokenizer
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    world = prepare_world(cfg)
+    tracker.log_json(world.meta, "world_stages.json")
+    tokenizer = build_tokenizer(world.language.params.n_words)
+
+    policy = load_causal_lm(world.sft_dir)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    norm = world.normalization
+    proxy = RewardModelScorer(load_reward_model(world.proxy_dir), Normalization(**norm["proxy"]))
+    gold = GoldScorer(world.language, Normalization(**norm["gold"]))
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    coef_ctl = make_coef_controller(cfg)
+    evaluator = Evaluator(world.eval_prompts, proxy, gold, ref, cfg.rollout.temperature,
+                          cfg.task.eval_samples_per_prompt, cfg.task.eval_seed,
+                          decode=lambda ids: tokenizer.decode(ids), n_table_rows=cfg.tracking.samples_per_eval)
+    start_step = 0
+    if ckpt is not None:
+        policy.load_state_dict(ckpt["policy"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        coef_ctl.load_state_dict(ckpt["extra"]["coef"])
+        evaluator.init_gold = ckpt["init_gold"]
+        checkpoint.set_rng_state(ckpt["rng"])
+        start_step = ckpt["step"]
+
+    sampler = make_sampler(cfg.rollout, policy, model_dir=world.sft_dir)
+    if ckpt is not None:
+        sampler.sync_weights(policy)
+
+    def save_checkpoint(step: int, extra: dict) -> None:
+        checkpoint.save(run_dir, {
+            "step": step, "run_id": tracker.run_id, "policy": policy.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(),
+            "init_gold": evaluator.init_gold, "extra": extra,
+        })
+
+    def log_samples(rows: list[dict], step: int) -> None:
+        tracker.log_text(json.dumps(rows, indent=1), f"{M.ARTIFACT_SAMPLES_DIR}/step_{step:06d}.json")
+
+    job = OnlineJob(
+        cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, proxy=proxy,
+        evaluator=evaluator,
+        train_prompts=lambda step: world.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step),
+        log=tracker.log_metrics, log_samples=log_samples, save_checkpoint=save_checkpoint, rss_gb=rss_gb,
+    )
+    try:
+        train_online(job, start_step, coef_ctl)
+    finally:
+        sampler.close()
