@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000 (default: MLFLOW_TRACKING_URI / MLflow's default)",
+        help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000 "
+        "(default: $MLFLOW_TRACKING_URI, else MLflow's default)",
     )
     p.add_argument("--refresh", action="store_true", help="re-query MLflow instead of reusing <out>/cache/*.parquet")
     p.add_argument(
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
     data = load.load(args.experiment, args.sweep, args.tracking_uri, out, refresh=args.refresh)
     source = "cache (use --refresh to re-query MLflow)" if data.from_cache else "MLflow"
     print(f"loaded {len(data.runs)} runs, {len(data.metrics)} metric points from {source}")
+    if data.from_cache and (data.runs["status"] == "RUNNING").any():
+        print("note: the cache holds RUNNING runs; pass --refresh to pick up their newer metrics")
     if data.runs.empty:
         print("no runs to analyze", file=sys.stderr)
     title = f"rlhf-sweeps analysis: {args.experiment}" + (f" / sweep {args.sweep}" if args.sweep else "")

@@ -98,7 +98,7 @@ def _coef_colors(values) -> dict:
     """A viridis shade per distinct coefficient of one method (NaN grey), stable across its panels."""
     vals = sorted({v for v in values if not pd.isna(v)})
     cmap = plt.get_cmap(COEF_CMAP)
-    pos = np.linspace(0.1, 0.85, len(vals)) if len(vals) > 1 else [0.35]
+    pos = np.linspace(0.1, 0.85, len(vals)) if len(vals) > 1 else [0.35] * len(vals)
     colors = {v: cmap(p) for v, p in zip(vals, pos, strict=True)}
     colors[np.nan] = "0.35"
     return colors
@@ -243,7 +243,7 @@ def fig2_gold_vs_d(
     table = _with_method(table) if not table.empty else table.assign(method=pd.Series(dtype=str))
     methods = sorted(table["method"].unique()) if not table.empty else ["best-of-n"]
     lrs = _sorted_unique(table[M.PARAM_LR]) if not table.empty else []
-    markers = dict(zip(lrs, "osD^v<>p*h", strict=True))
+    markers = {lr: "osD^v<>p*h"[i % 10] for i, lr in enumerate(lrs)}
     fits = run_fits.set_index("run_id") if run_fits is not None and not run_fits.empty else pd.DataFrame()
     ncols = _wrap(len(methods))
     nrows = int(np.ceil(len(methods) / ncols))

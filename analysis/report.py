@@ -239,7 +239,8 @@ def _verdict_html(v: pd.DataFrame) -> str:
         cls = r.verdict.replace(" ", "")
         rows.append(
             f"<tr><td class='text'><b>{r.claim}</b></td><td class='text'>{html.escape(r.statement)}</td>"
-            f"<td class='text {cls}'><b>{html.escape(r.verdict)}</b></td><td class='text'>{html.escape(r.evidence)}</td>"
+            f"<td class='text {cls}'><b>{html.escape(r.verdict)}</b></td>"
+            f"<td class='text'>{html.escape(r.evidence)}</td>"
             f"<td class='text note'>{html.escape(r.rule)}</td></tr>"
         )
     head = "".join(f"<th class='text'>{c}</th>" for c in ("claim", "statement", "verdict", "evidence", "rule"))
@@ -257,7 +258,8 @@ def _html(title: str, rep: Report, peaks: pd.DataFrame, figs: list[Path], bon_po
     bon_txt = ""
     if bon_pooled is not None and np.isfinite(bon_pooled.a):
         bon_txt = (
-            f"<p>Best-of-n, pooled over bon runs: R(d) = d(a - b d) with a = {bon_pooled.a:.4g}, b = {bon_pooled.b:.4g}, "
+            "<p>Best-of-n, pooled over bon runs: R(d) = d(a - b d) with "
+            f"a = {bon_pooled.a:.4g}, b = {bon_pooled.b:.4g}, "
             f"R<sup>2</sup> = {_cell(bon_pooled.r2)}, d* = {_cell(bon_pooled.d_star)}.</p>"
         )
     fig_html = "".join(
@@ -268,7 +270,8 @@ def _html(title: str, rep: Report, peaks: pd.DataFrame, figs: list[Path], bon_po
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{len(rep.runs) if rep.runs is not None else 0} runs ({html.escape(status_txt)}); {len(rep.missing)} missing required metrics.
+<p>{len(rep.runs) if rep.runs is not None else 0} runs ({html.escape(status_txt)});
+{len(rep.missing)} missing required metrics.
 Gold and proxy are re-centered on each run's step-0 eval, in units of the initial policy's gold std; KL is the exact
 sequence-summed KL to the initial policy (nats); d = &radic;KL.</p>
 
@@ -279,7 +282,8 @@ sequence-summed KL to the initial policy (nats); d = &radic;KL.</p>
 {fig_html}
 
 <h2>Peaks and drops (one row per run)</h2>
-<p class="note">peak = first eval of maximal gold; drop = final - peak gold; proxy_rise = final proxy - proxy at the gold peak;
+<p class="note">peak = first eval of maximal gold; drop = final - peak gold;
+proxy_rise = final proxy - proxy at the gold peak;
 kl_growth_ratio = KL(final) / KL(half-way). Flags use the rules in the verdict table.</p>
 {_table_html(peaks)}
 

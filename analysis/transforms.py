@@ -204,7 +204,7 @@ SUMMARY_COLUMNS = (
 def run_summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per run: the run keys + SUMMARY_COLUMNS (see `summarize_run`)."""
     rows = []
-    for run_id, one in table.groupby("run_id", sort=False):
+    for _, one in table.groupby("run_id", sort=False):
         row = {c: one[c].iloc[0] for c in RUN_KEYS if c in one}
         row.update(summarize_run(one))
         rows.append(row)

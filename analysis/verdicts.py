@@ -299,7 +299,8 @@ def c7(s: pd.DataFrame, run_fits: pd.DataFrame, bon_fits: pd.DataFrame | None = 
     med = fits["r2"].median()
     ev = (
         f"RL-form fits on {len(fits)} online runs: median R^2 {_fmt(med)} (range {_fmt(fits['r2'].min())}-"
-        f"{_fmt(fits['r2'].max())}); {int((fits['b'] > 0).sum())} with a peak, median d* {_fmt(fits['d_star'].median())}"
+        f"{_fmt(fits['r2'].max())}); {int((fits['b'] > 0).sum())} with a peak, "
+        f"median d* {_fmt(fits['d_star'].median())}"
     )
     if len(online) > len(moved):
         ev += f"; {len(online) - len(moved)} runs left out (gold moved < {C7_MIN_GOLD_RANGE})"

@@ -1,4 +1,4 @@
-"""Build what a job needs (world, models, sampler, evaluator) and run its loop.
+"""Build what a job needs (task, models, sampler, evaluator) and run its loop.
 
 Kept apart from `job.py` so the lifecycle (skip / resume / MLflow status) and
 the construction of models stay separately readable. Tracking is passed in
@@ -18,8 +18,7 @@ import torch
 from rlhf_sweeps import checkpoint
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.evaluation import Evaluator
-from rlhf_sweeps.models import load_causal_lm, load_reward_model
-from rlhf_sweeps.rewards import GoldScorer, Normalization, RewardModelScorer
+from rlhf_sweeps.models import load_causal_lm
 from rlhf_sweeps.rollout import make_sampler
 
 
@@ -29,25 +28,21 @@ def rss_gb() -> float:
 
 def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     from rlhf_sweeps.loops.online import OnlineJob, make_coef_controller, train_online
-    from rlhf_sweeps.world.synthetic import prepare_world
-    from rlhf_sweeps.world.tokenizer import build_tokenizer
+    from rlhf_sweeps.tasks import build_task
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    world = prepare_world(cfg)
-    tracker.log_json(world.meta, "world_stages.json")
-    tokenizer = build_tokenizer(world.language.params.n_words)
+    task = build_task(cfg)
+    tracker.log_json(task.meta, "task_stages.json")
 
-    policy = load_causal_lm(world.sft_dir)
+    policy = load_causal_lm(task.policy_dir)
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
-    norm = world.normalization
-    proxy = RewardModelScorer(load_reward_model(world.proxy_dir), Normalization(**norm["proxy"]))
-    gold = GoldScorer(world.language, Normalization(**norm["gold"]))
+    proxy, gold = task.proxy, task.gold
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     coef_ctl = make_coef_controller(cfg)
-    evaluator = Evaluator(world.eval_prompts, proxy, gold, ref, cfg.rollout.temperature,
+    evaluator = Evaluator(task.eval_prompts, proxy, gold, ref, cfg.rollout.temperature,
                           cfg.task.eval_samples_per_prompt, cfg.task.eval_seed,
-                          decode=lambda ids: tokenizer.decode(ids), n_table_rows=cfg.tracking.samples_per_eval)
+                          decode=task.decode, n_table_rows=cfg.tracking.samples_per_eval)
     start_step = 0
     if ckpt is not None:
         policy.load_state_dict(ckpt["policy"])
@@ -57,7 +52,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         checkpoint.set_rng_state(ckpt["rng"])
         start_step = ckpt["step"]
 
-    sampler = make_sampler(cfg.rollout, policy, model_dir=world.sft_dir)
+    sampler = make_sampler(cfg.rollout, policy, model_dir=task.policy_dir)
     if ckpt is not None:
         sampler.sync_weights(policy)
 
@@ -74,7 +69,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     job = OnlineJob(
         cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, proxy=proxy,
         evaluator=evaluator,
-        train_prompts=lambda step: world.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step),
+        train_prompts=lambda step: task.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step),
         log=tracker.log_metrics, log_samples=log_samples, save_checkpoint=save_checkpoint, rss_gb=rss_gb,
     )
     try:
