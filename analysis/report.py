@@ -278,6 +278,11 @@ sequence-summed KL to the initial policy (nats); d = &radic;KL.</p>
 <h2>Verdicts (SCIENCE.md sec. 7)</h2>
 {_verdict_html(rep.verdicts)}
 
+<h2>Missing metrics</h2>
+<p class="note">Runs that lack a metric the analysis needs. They stay in the runs table and in every figure they can
+contribute to; they are never dropped silently.</p>
+{_table_html(rep.missing)}
+
 <h2>Figures</h2>
 {fig_html}
 
@@ -294,11 +299,6 @@ d* is empty where b &le; 0 (no peak).</p>
 {bon_txt}
 <p class="note">Per group, seeds pooled; 95% intervals from a bootstrap over seeds (groups with &ge; 2 seeds).</p>
 {_table_html(rep.group_fits)}
-
-<h2>Missing metrics</h2>
-<p class="note">Runs that lack a metric the analysis needs. They stay in the runs table and in every figure they can
-contribute to; they are never dropped silently.</p>
-{_table_html(rep.missing)}
 
 <h2>Runs</h2>
 {_table_html(rep.runs)}

@@ -502,3 +502,38 @@ def test_analysis_imports_no_torch_and_mlflow_only_in_load():
         src = path.read_text()
         imports_mlflow = "import mlflow" in src or "from mlflow" in src
         assert imports_mlflow == (path.name == "load.py"), path.name
+
+
+def test_report_on_empty_and_bare_runs(tmp_path):
+    """No runs at all, and a run from another launcher with no params and 2 evals: a report, never a crash."""
+    from analysis import load, report
+
+    empty_runs = pd.DataFrame(columns=[*load.RUN_COLUMNS, *load.GROUP_PARAMS])
+    rep = report.build(empty_runs, load._attach_run_columns(None, empty_runs), tmp_path / "empty", n_boot=10)
+    assert (rep.verdicts["verdict"] == V.NO_DATA).all()
+    assert all(p.stat().st_size > 0 for p in rep.files)
+
+    runs = load.parse_params(
+        pd.DataFrame(
+            [
+                {"run_id": "bare", "run_name": "bare", "status": "RUNNING"},
+                {"run_id": "bon", "run_name": "bon", "status": "FINISHED", M.PARAM_ALGO: "bon"},
+            ]
+        ).reindex(columns=["run_id", "run_name", "status", *load.GROUP_PARAMS])
+    )
+    n = np.array([1, 2, 4, 8])
+    long = pd.DataFrame(
+        [
+            {"run_id": "bare", "key": k, "step": s, "value": v}
+            for k in (M.EVAL_GOLD_REWARD, M.EVAL_KL)
+            for s, v in ((0, 0.0), (10, 0.5))
+        ]
+        + [{"run_id": "bon", "key": M.BON_KL, "step": int(i), "value": np.log(i) - (i - 1) / i} for i in n]
+        + [{"run_id": "bon", "key": M.BON_GOLD_REWARD, "step": int(i), "value": 0.3 * np.log(i)} for i in n]
+    )
+    rep = report.build(runs, load._attach_run_columns(long, runs), tmp_path / "bare", n_boot=10)
+    missing = rep.missing.set_index("run_id")
+    assert list(missing.index) == ["bare"] and M.EVAL_PROXY_REWARD in missing.loc["bare", "missing"]
+    assert rep.summary.loc[0, "method"] == "unknown" and pd.isna(rep.summary.loc[0, "overoptimized"])
+    assert (rep.run_fits["form"] == "bon").sum() == 1
+    assert (rep.verdicts["verdict"] == V.NO_DATA).all()
