@@ -1,0 +1,258 @@
+"""Offline SimPO / DPO, online SimPO and best-of-n: math, determinism, end to end.
+
+- The BoN estimator against brute-force enumeration of every n-subset.
+- SimPO and DPO steps on fixed pairs increase the preference margin
+  (direction), micro-batching gives the full-batch gradient (invariance), and
+  an offline run interrupted after a checkpoint and resumed ends with the very
+  same weights as an uninterrupted one (the batch is a function of (seed, step)).
+- `launch.py experiment=smoke` for the four algorithms, in one multirun (one
+  process, so imports and the smoke world's stages are paid once), writes the
+  same eval/* keys at the same steps as an online run, the pref/* keys every
+  step, and bon/* at n = 1, 2, 4, ..., N.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_sweeps import metrics as M
+from rlhf_sweeps.config import ModelConfig
+from rlhf_sweeps.loops.bon import bon_estimate, bon_kl, bon_ns, bon_weights
+from rlhf_sweeps.loops.preference import (
+    PreferenceJob,
+    minibatch_indices,
+    preference_update,
+    train_offline_preference,
+)
+from rlhf_sweeps.models import build_causal_lm
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS, EVAL_EVERY = 6, 3  # conf/experiment/smoke.yaml
+VOCAB = 24  # ids 0-3 special (pad, bos, eos, sep), as in the embedded world
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on shared cores they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- best-of-n
+def brute_force_bon(proxy: list[float], values: list[float], n: int) -> float:
+    """Mean over all n-subsets of the value of the subset's proxy-argmax (first index on ties)."""
+    picks = [values[max(sub, key=lambda i: (proxy[i], -i))] for sub in itertools.combinations(range(len(proxy)), n)]
+    return float(np.mean(picks))
+
+
+def test_bon_estimator_matches_enumeration():
+    gen = torch.Generator().manual_seed(0)
+    P, N = 3, 7
+    proxy = torch.randn(P, N, generator=gen, dtype=torch.float64)
+    gold = torch.randn(P, N, generator=gen, dtype=torch.float64)
+    for n in range(1, N + 1):
+        assert float(bon_weights(N, n).sum()) == pytest.approx(1.0, abs=1e-12)
+        est = bon_estimate(proxy, gold, n)  # (P,)
+        for p in range(P):
+            assert float(est[p]) == pytest.approx(brute_force_bon(proxy[p].tolist(), gold[p].tolist(), n), abs=1e-10)
+    # n = 1 is the plain mean, n = N the proxy-argmax; proxy's own BoN is non-decreasing in n
+    assert torch.allclose(bon_estimate(proxy, gold, 1), gold.mean(1))
+    assert torch.allclose(bon_estimate(proxy, gold, N), gold.gather(1, proxy.argmax(1, keepdim=True)).squeeze(1))
+    own = torch.stack([bon_estimate(proxy, proxy, n) for n in range(1, N + 1)])
+    assert bool((own.diff(dim=0) >= -1e-12).all())
+
+
+def test_bon_schedule_and_kl():
+    assert bon_ns(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert bon_ns(6) == [1, 2, 4, 6]
+    assert bon_ns(1) == [1]
+    assert bon_kl(1) == 0.0
+    assert bon_kl(4) == pytest.approx(math.log(4) - 0.75)
+
+
+# --------------------------------------------------------------------------- tiny policy
+def tiny_policy(seed: int = 0):
+    mc = ModelConfig(name="t", hidden_size=32, num_layers=1, num_heads=1, head_dim=32, intermediate_size=64,
+                     max_position_embeddings=32)
+    return build_causal_lm(mc, VOCAB, seed)
+
+
+def random_pairs(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        prompt = [1] + rng.integers(4, VOCAB, rng.integers(2, 5)).tolist() + [3]
+        # one response ends (<eos> = 2), the other may be truncated: both masks are exercised
+        chosen = rng.integers(4, VOCAB, rng.integers(1, 7)).tolist() + [2]
+        rejected = rng.integers(4, VOCAB, rng.integers(1, 7)).tolist() + ([2] if rng.random() < 0.5 else [])
+        rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
+    return rows
+
+
+def algo_cfg(name: str, **kw):
+    base = dict(name=name, beta=2.0 if name != "dpo" else 0.5, gamma_beta_ratio=0.5, batch_size=8, grad_clip=1.0,
+                micro_batch_size=None)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def make_job(name: str, policy=None, lr: float = 1e-2, steps: int = 6, **algo_kw) -> PreferenceJob:
+    policy = policy or tiny_policy()
+    cfg = SimpleNamespace(algo=algo_cfg(name, **algo_kw), seed=0, steps=steps, eval_every=3, checkpoint_every=3,
+                          task=SimpleNamespace(name="test"))
+    return PreferenceJob(
+        cfg=cfg, policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),
+        optimizer=torch.optim.Adam(policy.parameters(), lr=lr),
+        sampler=SimpleNamespace(sync_weights=lambda m: None),
+        evaluator=lambda policy, sampler: ({}, []),
+        log=lambda values, step: None, log_samples=lambda rows, step: None,
+        save_checkpoint=lambda step, extra: None, rss_gb=lambda: 0.0, pairs=random_pairs(32),
+    )
+
+
+def split(rows):
+    return [r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows], [r["rejected_ids"] for r in rows]
+
+
+@pytest.mark.parametrize("name", ["simpo", "dpo"])
+def test_preference_steps_increase_margin(name):
+    torch.manual_seed(0)
+    job = make_job(name)
+    batch = split(job.pairs[:8])
+    margins = [float(preference_update(job, *batch, step)[1]["margin"]) for step in range(8)]
+    # stats are taken before each update: the margin on the same pairs must grow
+    assert margins[-1] > margins[0] + 0.1, margins
+    if name == "dpo":
+        assert margins[0] == pytest.approx(0.0, abs=1e-6)  # policy == reference at the start
+
+
+@pytest.mark.parametrize("name", ["simpo", "dpo"])
+def test_micro_batches_give_the_full_batch_gradient(name):
+    grads, stats = [], []
+    for mb in (None, 3):  # 8 pairs as 3 + 3 + 2
+        job = make_job(name, lr=0.0, micro_batch_size=mb)
+        loss, st, _ = preference_update(job, *split(job.pairs[:8]), 0)
+        grads.append(torch.cat([p.grad.flatten() for p in job.policy.parameters()]))
+        stats.append({"loss": float(loss), **{k: float(v) for k, v in st.items()}})
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    for key in stats[0]:
+        assert stats[1][key] == pytest.approx(stats[0][key], rel=1e-5, abs=1e-6), key
+
+
+def test_minibatches_are_a_pure_function_of_seed_and_step():
+    n, b = 10, 3  # 3 batches per epoch, one pair dropped per epoch
+    epoch0 = np.concatenate([minibatch_indices(n, b, 0, s) for s in range(3)])
+    assert len(set(epoch0.tolist())) == 9  # no pair twice within an epoch
+    assert np.array_equal(minibatch_indices(n, b, 0, 4), minibatch_indices(n, b, 0, 4))
+    assert not np.array_equal(minibatch_indices(n, b, 0, 0), minibatch_indices(n, b, 0, 3))  # new epoch order
+    assert not np.array_equal(minibatch_indices(n, b, 0, 0), minibatch_indices(n, b, 1, 0))  # seed matters
+
+
+def test_offline_resume_is_exact():
+    """Stop after the step-3 checkpoint, restore into fresh objects, finish: same weights as straight through."""
+    straight = make_job("simpo")
+    train_offline_preference(straight, 0)
+
+    saved = {}
+    first = make_job("simpo")
+
+    def save(step, extra):
+        saved.update(step=step, policy=copy.deepcopy(first.policy.state_dict()),
+                     optimizer=copy.deepcopy(first.optimizer.state_dict()))
+
+    class Killed(Exception):
+        pass
+
+    def log(values, step):
+        if step == 4:
+            raise Killed
+
+    first.save_checkpoint, first.log = save, log
+    with pytest.raises(Killed):
+        train_offline_preference(first, 0)
+    assert saved["step"] == 3
+
+    resumed = make_job("simpo", policy=tiny_policy(seed=1))  # different init: the checkpoint must win
+    resumed.policy.load_state_dict(saved["policy"])
+    resumed.optimizer.load_state_dict(saved["optimizer"])
+    train_offline_preference(resumed, saved["step"])
+    for (k, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """One multirun over the four algorithms on the smoke world; returns (client, {algo: run})."""
+    from mlflow.tracking import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("pref_smoke")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    args = ["-m", "experiment=smoke", "rollout=hf", "algo=simpo,dpo,online_simpo,bon", "algo.bon_n=8",
+            "threads=1", f"cache_dir={tmp}/cache", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp}/sweep"]
+    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("rlhf-sweeps").experiment_id])
+    by_algo = {r.data.tags[M.TAG_ALGO]: r for r in runs if M.TAG_ALGO in r.data.tags}
+    assert set(by_algo) == {"simpo", "dpo", "online_simpo", "bon"}, proc.stderr[-5000:]
+    for algo, run in by_algo.items():
+        assert run.info.status == "FINISHED", (algo, run.data.tags.get(M.TAG_FAILURE))
+    return client, by_algo
+
+
+def history(client, run, key) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+
+
+@pytest.mark.parametrize("algo", ["simpo", "dpo", "online_simpo"])
+def test_smoke_preference_run_logs_eval_and_pref_keys(smoke_runs, algo):
+    client, runs = smoke_runs
+    run = runs[algo]
+    for key in M.EVAL_KEYS:  # exactly the online runs' evaluation schedule and keys
+        h = history(client, run, key)
+        assert sorted(h) == list(range(0, STEPS + 1, EVAL_EVERY)), key
+        assert all(math.isfinite(v) for v in h.values()), key
+    assert history(client, run, M.EVAL_KL)[0] == pytest.approx(0.0, abs=1e-5)  # step 0 = the SFT policy
+    assert history(client, run, M.EVAL_GOLD_WIN_RATE)[0] == 0.5
+    assert history(client, run, M.EVAL_KL)[STEPS] > 1e-4  # training moved the policy
+    for key in M.PREF_KEYS:
+        h = history(client, run, key)
+        assert sorted(h) == list(range(STEPS)), key
+        assert all(math.isfinite(v) for v in h.values()), key
+    acc = history(client, run, M.PREF_ACCURACY)
+    assert all(0.0 <= v <= 1.0 for v in acc.values())
+    if algo == "dpo":
+        assert history(client, run, M.PREF_MARGIN)[0] == pytest.approx(0.0, abs=1e-5)  # policy == reference
+    if algo == "online_simpo":
+        chosen, rejected = history(client, run, M.TRAIN_PROXY_CHOSEN), history(client, run, M.TRAIN_PROXY_REJECTED)
+        assert all(chosen[s] >= rejected[s] for s in range(STEPS))  # the proxy's best vs worst
+        assert sorted(history(client, run, M.TRAIN_KL)) == list(range(STEPS))
+    samples = client.list_artifacts(run.info.run_id, M.ARTIFACT_SAMPLES_DIR)
+    assert len(samples) == len(range(0, STEPS + 1, EVAL_EVERY))
+
+
+def test_smoke_bon_run_logs_bon_curve(smoke_runs):
+    client, runs = smoke_runs
+    run = runs["bon"]
+    for key in M.EVAL_KEYS:
+        assert sorted(history(client, run, key)) == [0], key
+    ns = [1, 2, 4, 8]  # algo.bon_n=8
+    gold, proxy, kl = (history(client, run, k) for k in (M.BON_GOLD_REWARD, M.BON_PROXY_REWARD, M.BON_KL))
+    assert sorted(gold) == sorted(proxy) == sorted(kl) == ns
+    assert all(kl[n] == pytest.approx(math.log(n) - (n - 1) / n) for n in ns)
+    assert all(proxy[a] <= proxy[b] + 1e-9 for a, b in zip(ns, ns[1:]))  # selecting on proxy raises proxy
+    assert all(math.isfinite(v) for v in gold.values())
