@@ -7,6 +7,11 @@
     python launch.py experiment=smoke dry_run=true          # print the plan, train nothing
 
 compose (Hydra) -> validate (rlhf_sweeps.config) -> plan -> run (rlhf_sweeps.job).
+
+In a multirun a failing member does not raise: it reports FAILED (its MLflow
+run is FAILED with a `failure_reason` tag) and the other members go on; at the
+end rlhf_sweeps.sweep.SweepCallback prints what finished, was skipped or
+failed, and the command exits 1 if anything failed.
 """
 
 from __future__ import annotations
@@ -28,36 +33,47 @@ from rlhf_sweeps.config import Config, ConfigError  # noqa: E402
 ConfigStore.instance().store(name="schema", node=Config)
 
 
-def _sweep_info(cfg):
-    from rlhf_sweeps.job import SweepInfo
-
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return SweepInfo()
-    from rlhf_sweeps.sweep import sweep_info_for
-
-    return sweep_info_for(hc, cfg)
+def _launcher_cpus(hc):
+    """The launcher preset's cpus_per_task (submitit local / SLURM), None for the basic launcher."""
+    launcher = hc.get("launcher") or {}
+    return launcher.get("cpus_per_task")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from rlhf_sweeps.job import run_job
+    from rlhf_sweeps.job import JobBusy, run_job
 
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
-    multirun = hc.mode == RunMode.MULTIRUN
+    if hc.mode != RunMode.MULTIRUN:
+        try:
+            return run_job(cfg, overrides, launcher_cpus=_launcher_cpus(hc))
+        except ConfigError as err:
+            print(f"\n{err}\n", file=sys.stderr)
+            sys.exit(2)
+
+    # A sweep member: one bad grid point must not take the sweep down. Report
+    # the outcome to the sweep folder (rlhf_sweeps.sweep.SweepCallback sums up).
+    from pathlib import Path
+
+    from rlhf_sweeps.job import run_name
+    from rlhf_sweeps.sweep import record_result, sweep_info_for
+
+    sweep_dir, num, name = Path(hc.sweep.dir), int(hc.job.num), run_name(overrides)
+    record_result(sweep_dir, num, {"status": "RUNNING", "name": name})
     try:
-        return run_job(cfg, overrides, _sweep_info(cfg))
+        result = run_job(cfg, overrides, sweep_info_for(hc, cfg), launcher_cpus=_launcher_cpus(hc))
     except ConfigError as err:
         print(f"\n{err}\n", file=sys.stderr)
-        if multirun:  # one bad grid point must not take the sweep down
-            return {"status": "CONFIG_ERROR", "error": str(err)}
-        sys.exit(2)
+        result = {"status": "CONFIG_ERROR", "error": str(err)}
+    except JobBusy as err:
+        print(f"[rlhf-sweeps] job {name}: {err}", file=sys.stderr)
+        result = {"status": "BUSY", "error": str(err)}
     except Exception as err:  # noqa: BLE001
-        if not multirun:
-            raise
-        print(f"[rlhf-sweeps] job {overrides} FAILED: {type(err).__name__}: {err}", file=sys.stderr)
-        return {"status": "FAILED", "error": f"{type(err).__name__}: {err}"}
+        print(f"[rlhf-sweeps] job {name} FAILED: {type(err).__name__}: {err}", file=sys.stderr)
+        result = {"status": "FAILED", "error": f"{type(err).__name__}: {err}"}
+    record_result(sweep_dir, num, {"name": name, **result})
+    return result
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ No derived value is written back into the config: see `plan.py`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
@@ -32,6 +33,10 @@ OFFLINE_ALGOS = ("simpo", "dpo")
 ALGOS = ONLINE_ALGOS + OFFLINE_ALGOS + ("bon",)
 ROLLOUTS = ("hf", "vllm")
 TASKS = ("synthetic", "tldr", "preference")
+REAL_TASKS = ("tldr", "preference")  # datasets and checkpoints by name or path (rlhf_sweeps/data.py)
+FAMILIES = ("llama", "gpt_neox")
+# a hub id: "org/name", optionally "@revision"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -99,6 +104,34 @@ class TaskConfig:
     n_eval_prompts: int = 64
     eval_samples_per_prompt: int = 2
     eval_seed: int = 1234
+    # ---- real tasks (task=tldr, task=preference; rlhf_sweeps/data.py). Unused by synthetic.
+    # A hub dataset id, or a local .json/.jsonl/.parquet/.csv file, a folder of such
+    # files (split names from file names) or a `save_to_disk` folder.
+    dataset: Optional[str] = None
+    dataset_config: Optional[str] = None  # hub subset name (load_dataset's 2nd argument)
+    train_split: str = "train"  # a split name, optionally sliced: "train[:90%]", "train[1000:]"
+    eval_split: str = "validation"
+    # str.format over a row's columns, e.g. "TITLE: {title}\nPOST: {post}\nTL;DR:";
+    # null = the `prompt_column` text as is.
+    prompt_template: Optional[str] = None
+    prompt_column: str = "prompt"
+    chosen_column: str = "chosen"  # task=preference
+    rejected_column: str = "rejected"  # task=preference
+    chat_template: bool = False  # wrap the prompt as a user turn with the policy tokenizer's chat template
+    max_prompt_tokens: int = 512  # longer prompts are dropped (and counted), never truncated
+    max_response_tokens: Optional[int] = None  # task=preference: drop pairs with a longer chosen/rejected
+    max_train_rows: Optional[int] = None  # read at most this many train rows (quick runs); null = all
+
+
+@dataclass
+class ArchConfig:
+    """Sizes of a checkpoint's architecture, for the dry run's parameter count (no download)."""
+
+    family: str = "gpt_neox"  # llama | gpt_neox: which parameter formula applies
+    hidden_size: int = 1
+    num_layers: int = 1
+    intermediate_size: int = 1
+    vocab_size: int = 1
 
 
 @dataclass
@@ -110,6 +143,24 @@ class ModelConfig:
     head_dim: int = 64  # vLLM's CPU attention rejects 16; 32 and 64 work
     intermediate_size: int = 256
     max_position_embeddings: int = 64
+    # ---- real checkpoints (task=tldr / task=preference). Each is a local folder written
+    # by save_pretrained, a hub id "org/name", or "org/name@revision" (a branch or commit).
+    policy_path: Optional[str] = None  # the SFT policy; the reference is a frozen copy of it
+    proxy_rm_path: Optional[str] = None  # reward model optimized against
+    gold_rm_path: Optional[str] = None  # reward model only measured (never in the training signal)
+    trust_remote_code: bool = False
+    # The sizes above describe the policy; for real checkpoints also say its family and
+    # vocabulary, and the reward models' sizes, so the dry run can count parameters.
+    family: str = "llama"  # llama | gpt_neox
+    vocab_size: Optional[int] = None  # null: the embedded world's vocabulary
+    proxy_rm_arch: Optional[ArchConfig] = None
+    gold_rm_arch: Optional[ArchConfig] = None
+    # Training precision and memory (the GPU path and the dry run's estimate). `dtype` is
+    # the compute dtype (autocast) and the frozen models' dtype; the policy's weights,
+    # gradients and Adam moments stay fp32: an Adam step at lr 1e-7 changes almost no
+    # bf16 weight (bench/gpu_check.py counts it).
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -126,6 +177,9 @@ class AlgoConfig:
     epochs: int = 1
     # best-of-n baseline
     bon_n: int = 64
+    # Sequences (online) or pairs (offline) per forward/backward; the update accumulates
+    # gradients over batch / micro_batch_size micro-batches. null = the whole batch at once.
+    micro_batch_size: Optional[int] = None
 
 
 @dataclass
@@ -163,6 +217,13 @@ class TrackingConfig:
 
 
 @dataclass
+class GPUConfig:
+    """The accelerator a job asks for: read by the dry run's memory estimate."""
+
+    memory_gb: float = 80.0
+
+
+@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -170,6 +231,7 @@ class Config:
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    gpu: GPUConfig = field(default_factory=GPUConfig)
     lr: float = 3e-4
     # The regularization coefficient: alpha for entropy, beta for KL (as in
     # maximum-entropy RL). The sampling temperature is rollout.temperature.
@@ -182,6 +244,66 @@ class Config:
     cache_dir: str = "${project_root:}/artifacts"
     force: bool = False
     dry_run: bool = False
+
+
+def split_revision(spec: str) -> tuple[str, Optional[str]]:
+    """'org/name@rev' -> ('org/name', 'rev'); anything else -> (spec, None)."""
+    if _HUB_ID.match(spec) and "@" in spec:
+        name, rev = spec.split("@", 1)
+        return name, rev
+    return spec, None
+
+
+def is_hub_id(spec: str) -> bool:
+    """True for 'org/name' or 'org/name@rev' that is not an existing local path.
+
+    A local folder wins, as in `from_pretrained`; anything else that does not look
+    like a hub id (an absolute path, './x', '~/x', 'a/b/c') is a local path.
+    """
+    return not Path(spec).expanduser().exists() and bool(_HUB_ID.match(spec))
+
+
+def template_fields(template: str) -> list[str]:
+    """Columns a str.format template reads: '{info[post]}' reads column 'info'."""
+    import string
+
+    fields = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        root = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not root or root.isdigit():
+            raise ValueError(f"placeholder {{{name}}} must name a column, e.g. {{title}}")
+        if root not in fields:
+            fields.append(root)
+    return fields
+
+
+def _check_real_task(cfg: Any, need: Callable) -> None:
+    """task=tldr / preference: every source named, local paths present, template parses."""
+    task, m = cfg.task, cfg.model
+    need(task.dataset is not None, "task.dataset", task.dataset,
+         "name a dataset: a hub id or a local .jsonl/.json/.parquet file or folder "
+         "(e.g. task.dataset=vwxyzjn/summarize_from_feedback_tldr_3_filtered)")
+    for key in ("policy_path", "proxy_rm_path", "gold_rm_path"):
+        value = m[key]
+        need(value is not None, f"model.{key}", value,
+             f"task={task.name} needs a checkpoint: a hub id or a save_pretrained folder "
+             "(e.g. model=pythia-1b, or model.policy_path=/path/to/sft)")
+        if value is not None:
+            need(Path(value).expanduser().exists() or is_hub_id(value), f"model.{key}", value,
+                 "no such folder, and not a hub id of the form org/name[@revision]; "
+                 "point it at a folder written by save_pretrained")
+    if task.dataset is not None and not is_hub_id(task.dataset):
+        need(Path(task.dataset).expanduser().exists(), "task.dataset", task.dataset,
+             "no such file or folder, and not a hub id of the form org/name")
+    need(task.max_prompt_tokens >= 1, "task.max_prompt_tokens", task.max_prompt_tokens, "must be >= 1")
+    if task.prompt_template is not None:
+        try:
+            template_fields(task.prompt_template)
+        except ValueError as err:
+            need(False, "task.prompt_template", task.prompt_template,
+                 f"not a valid str.format template ({err}); columns go in braces, literal braces doubled")
 
 
 def _finite(x: Any) -> bool:
@@ -229,6 +351,8 @@ def validate(cfg: Any) -> None:
     positive("algo.beta", algo.beta, "2.0")
     need(_finite(algo.gamma_beta_ratio) and algo.gamma_beta_ratio >= 0, "algo.gamma_beta_ratio",
          algo.gamma_beta_ratio, "must be >= 0")
+    need(algo.batch_size >= 1, "algo.batch_size", algo.batch_size, "pairs per optimizer step; must be >= 1")
+    need(algo.bon_n >= 1, "algo.bon_n", algo.bon_n, "best-of-n samples per prompt; must be >= 1 (e.g. 64)")
 
     ro = cfg.rollout
     choice("rollout.name", ro.name, ROLLOUTS)
@@ -247,6 +371,13 @@ def validate(cfg: Any) -> None:
     if ro.name == "vllm":
         need(m.head_dim in (32, 64, 80, 96, 112, 128, 256), "model.head_dim", m.head_dim,
              "vLLM's CPU attention needs head_dim 32 or 64 (16 is rejected)")
+    choice("model.dtype", m.dtype, DTYPES)
+    choice("model.family", m.family, FAMILIES)
+    mb = algo.micro_batch_size
+    need(mb is None or mb >= 1, "algo.micro_batch_size", mb, "must be >= 1, or null for the whole batch")
+    positive("gpu.memory_gb", cfg.gpu.memory_gb, "80")
+    if cfg.task.name in REAL_TASKS:
+        _check_real_task(cfg, need)
 
     if errors:
         raise ConfigError(

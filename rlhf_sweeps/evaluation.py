@@ -24,8 +24,7 @@ from rlhf_sweeps.algos import (
     logprobs_from_logits,
     masked_sum,
 )
-from rlhf_sweeps.models import make_sequence_batch, response_logits, trim_response
-from rlhf_sweeps.world.language import EOS_ID
+from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids, trim_response
 
 
 @dataclass
@@ -43,15 +42,16 @@ class SequenceStats:
 
 @torch.no_grad()
 def sequence_stats(policy, ref, prompts, responses, temperature: float, batch_size: int = 256) -> SequenceStats:
+    pad_id, eos_id = special_ids(policy)
     parts = []
     for s in range(0, len(prompts), batch_size):
         resp = responses[s : s + batch_size]
-        batch = make_sequence_batch(prompts[s : s + batch_size], resp)
+        batch = make_sequence_batch(prompts[s : s + batch_size], resp, eos_id, pad_id)
         logits, ref_logits = response_logits(policy, batch), response_logits(ref, batch)
         mask = batch.response_mask
         logp = logprobs_from_logits(logits, resp, temperature)
         ref_logp = logprobs_from_logits(ref_logits, resp, temperature)
-        eos = has_eos(resp, EOS_ID)
+        eos = has_eos(resp, eos_id)
         parts.append((
             masked_sum(logp, mask, 1),
             masked_sum(kl_from_logits(logits, ref_logits, temperature), mask, 1),
@@ -85,6 +85,7 @@ class Evaluator:
 
     def __call__(self, policy, sampler) -> tuple[dict[str, float], list[dict]]:
         rollout = sampler.generate(self.prompts, n=self.n, seed=self.seed)
+        pad_id, eos_id = special_ids(policy)
         stats = sequence_stats(policy, self.ref, rollout.prompts, rollout.responses, self.temperature)
         proxy = self.proxy(rollout.prompts, rollout.responses)
         gold = self.gold(rollout.prompts, rollout.responses)
@@ -104,7 +105,7 @@ class Evaluator:
         rows = [
             {
                 "prompt": self.decode(rollout.prompts[i]),
-                "response": self.decode(trim_response(rollout.responses[i].tolist())),
+                "response": self.decode(trim_response(rollout.responses[i].tolist(), eos_id, pad_id)),
                 "proxy": round(float(proxy[i]), 4),
                 "gold": round(float(gold[i]), 4),
                 "kl": round(float(stats.kl_exact[i]), 4),

@@ -19,6 +19,9 @@ TRAIN_PG_LOSS = "train/pg_loss"
 TRAIN_REG_LOSS = "train/reg_loss"  # regularizer term when placed in the loss
 TRAIN_COEF = "train/coef"  # regularization coefficient (changes under the adaptive controller)
 TRAIN_GRAD_NORM = "train/grad_norm"
+TRAIN_EPOCH = "train/epoch"  # offline preference runs: passes over the pairs so far
+TRAIN_PROXY_CHOSEN = "train/proxy_chosen"  # online SimPO: proxy score of the chosen (best) sample
+TRAIN_PROXY_REJECTED = "train/proxy_rejected"  # online SimPO: proxy score of the rejected (worst) sample
 
 # --- evaluation (step = optimizer step at which it was taken) ---------------
 EVAL_PROXY_REWARD = "eval/proxy_reward"
@@ -72,11 +75,20 @@ PREF_MARGIN = "pref/margin"
 PREF_ACCURACY = "pref/accuracy"
 PREF_CHOSEN_LOGP = "pref/chosen_logp"
 PREF_REJECTED_LOGP = "pref/rejected_logp"
+PREF_KEYS = (
+    PREF_CHOSEN_REWARD,
+    PREF_REJECTED_REWARD,
+    PREF_MARGIN,
+    PREF_ACCURACY,
+    PREF_CHOSEN_LOGP,
+    PREF_REJECTED_LOGP,
+)
 
 # --- best-of-n baseline (step = n) -------------------------------------------
 BON_GOLD_REWARD = "bon/gold_reward"
 BON_PROXY_REWARD = "bon/proxy_reward"
 BON_KL = "bon/kl"  # analytic upper bound ln n - (n-1)/n
+BON_KEYS = (BON_GOLD_REWARD, BON_PROXY_REWARD, BON_KL)
 
 # --- params (flattened config keys) the analysis groups by -------------------
 PARAM_ALGO = "algo.name"

@@ -3,6 +3,12 @@
 The embedded world uses real HF classes (`LlamaForCausalLM`,
 `LlamaForSequenceClassification`) built from config, so the same code
 paths load a Pythia checkpoint by name or folder.
+
+Special token ids travel with the model: `special_ids(model)` reads pad and
+eos from `model.config` (the embedded world's Llama has pad=0, eos=2; a
+prepared Pythia policy has eos=0 "<|endoftext|>" and pad="[PAD]"). Every
+helper that pads or masks takes them as arguments; the defaults are the
+embedded world's.
 """
 
 from __future__ import annotations
@@ -53,20 +59,103 @@ def _check_folder(path: str | Path, what: str) -> None:
         )
 
 
-def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+# Files a checkpoint needs: config, weights, tokenizer, remote code. Only one weight
+# format is fetched (safetensors when the repo has it), not every format a repo holds.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.py", "*.tiktoken"]
+
+
+def resolve_checkpoint(spec: str, what: str) -> Path:
+    """A local folder for `spec`: the folder itself, or the hub snapshot of 'org/name[@rev]'.
+
+    Hub files land in the Hugging Face cache (HF_HOME), so sweep jobs share one
+    download; with HF_HUB_OFFLINE=1 a cached snapshot is used without network.
+    """
+    from rlhf_sweeps.config import is_hub_id, split_revision
+
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise FileNotFoundError(f"{what}: {str(local)!r} has no config.json; point it at a folder "
+                                    "written by save_pretrained")
+        return local
+    if not is_hub_id(spec):
+        raise FileNotFoundError(f"{what}: model folder {spec!r} does not exist, and it is not a hub id "
+                                "(org/name[@revision]). Point it at a folder written by save_pretrained.")
+    from huggingface_hub import snapshot_download
+
+    name, revision = split_revision(spec)
+    try:
+        folder = Path(snapshot_download(name, revision=revision, allow_patterns=_HUB_PATTERNS))
+        if not any(folder.glob("*.safetensors")):  # an older repo with .bin weights only
+            folder = Path(snapshot_download(name, revision=revision, allow_patterns=_HUB_PATTERNS + ["*.bin"]))
+    except Exception as err:  # noqa: BLE001 - offline, gated, misspelled: one clear message
+        raise FileNotFoundError(
+            f"{what}: {spec!r} is not a local folder and could not be fetched from the hub "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Check the name and "
+            "revision, log in for gated models, or download it on a machine with network "
+            "(`hf download NAME`) and pass the folder."
+        ) from err
+    return folder
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32,
+                   trust_remote_code: bool = False) -> PreTrainedModel:
     _check_folder(path, "policy")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
 
 
-def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32,
+                      trust_remote_code: bool = False) -> PreTrainedModel:
+    """A sequence-classification model with a trained scalar head, or a clear error."""
     _check_folder(path, "reward model")
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        str(path), dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
     if model.config.num_labels != 1:
         raise ValueError(
             f"reward model {str(path)!r} has num_labels={model.config.num_labels}; a reward model "
             "needs a scalar head (AutoModelForSequenceClassification with num_labels=1)."
         )
+    # A causal-LM folder saved with num_labels=1 would load with a freshly initialized
+    # head: random rewards. Refuse rather than optimize noise.
+    head = [k for k in info.get("missing_keys", ()) if k.split(".")[0] in ("score", "classifier", "scalar_head")]
+    if head:
+        raise ValueError(
+            f"reward model {str(path)!r} has no trained scalar head (missing weights: {sorted(head)}); "
+            "it looks like a language model, not a reward model. Point the config at a checkpoint "
+            "saved from AutoModelForSequenceClassification with num_labels=1."
+        )
     return model
+
+
+def special_ids(model: PreTrainedModel) -> tuple[int, int]:
+    """(pad_id, eos_id) from the model's config; the embedded world's when unset."""
+    pad = getattr(model.config, "pad_token_id", None)
+    eos = getattr(model.config, "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0]  # several stop ids: the first is the one responses end with
+    return (PAD_ID if pad is None else int(pad)), (EOS_ID if eos is None else int(eos))
+
+
+def ensure_distinct_pad(tokenizer, vocab_size: int, what: str) -> int:
+    """Give `tokenizer` a pad token distinct from eos; return its id.
+
+    Pythia's tokenizer has no pad (or pad = eos). Sequence-classification heads
+    pool at the last non-pad token and responses end in eos, so pad must differ
+    from eos (SCIENCE.md, pitfalls). As the TL;DR RLHF recipes do, "[PAD]" is
+    added; it must land inside the model's embedding (Pythia's 50304 rows leave room
+    above the tokenizer's 50277), so the model is never resized.
+    """
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return int(tokenizer.pad_token_id)
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    pad = int(tokenizer.pad_token_id)
+    if pad >= vocab_size:
+        raise ValueError(
+            f"{what}: the tokenizer has no pad token distinct from eos, and adding '[PAD]' gives id {pad}, "
+            f"outside the model's {vocab_size}-row embedding. Save the checkpoint with a pad token "
+            "(tokenizer.pad_token = ...; model.config.pad_token_id = ...) that differs from eos."
+        )
+    return pad
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -82,6 +171,11 @@ class SequenceBatch:
     position_ids: torch.Tensor  # (B, P+T)
     prompt_len: int  # P
     response_mask: torch.Tensor  # (B, T) bool, True up to and including the first <eos>
+
+    def select(self, rows: slice) -> "SequenceBatch":
+        """The rows of a micro-batch (the left-padded prompt width P is shared)."""
+        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.position_ids[rows],
+                             self.prompt_len, self.response_mask[rows])
 
 
 def left_pad(seqs: list[list[int]], pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,10 +199,11 @@ def right_pad(seqs: list[list[int]], pad_id: int = PAD_ID, width: int | None = N
     return ids, mask
 
 
-def make_sequence_batch(prompts: list[list[int]], responses: torch.Tensor, eos_id: int = EOS_ID) -> SequenceBatch:
+def make_sequence_batch(prompts: list[list[int]], responses: torch.Tensor, eos_id: int = EOS_ID,
+                        pad_id: int = PAD_ID) -> SequenceBatch:
     from rlhf_sweeps.algos.ops import response_mask
 
-    prompt_ids, prompt_mask = left_pad(prompts)
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
     resp_mask = response_mask(responses, eos_id)  # (B, T)
     input_ids = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, resp_mask.long()], dim=1)
@@ -129,11 +224,11 @@ def response_logits(model: PreTrainedModel, batch: SequenceBatch) -> torch.Tenso
     return out.logits[:, P - 1 : -1].float()
 
 
-def trim_response(row: list[int], eos_id: int = EOS_ID) -> list[int]:
+def trim_response(row: list[int], eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[int]:
     """Response token ids up to and including the first <eos>, padding dropped."""
     out = []
     for tok in row:
-        if tok == PAD_ID and eos_id != PAD_ID:
+        if tok == pad_id and eos_id != pad_id:
             break
         out.append(tok)
         if tok == eos_id:
@@ -156,7 +251,10 @@ __all__ = [
     "load_causal_lm",
     "load_reward_model",
     "make_sequence_batch",
+    "ensure_distinct_pad",
+    "resolve_checkpoint",
     "response_logits",
     "right_pad",
+    "special_ids",
     "trim_response",
 ]

@@ -1,7 +1,17 @@
 """Derived sizes, computed once from the config into a frozen Plan.
 
 Derived values never go back into the config (a sweep would otherwise log
-them as if they were choices). Inexact splits fail here, before compute.
+them as if they were choices). Inexact splits fail here, before compute, with
+a ConfigError that names the keys to change.
+
+Batch vocabulary (as in summarize_from_feedback_details):
+- online algorithms: one optimizer step uses `rollout_batch` = prompts_per_step x k
+  sampled responses; offline ones use `algo.batch_size` pairs. That is `update_batch`.
+- the update runs in micro-batches of `micro_batch_size` (sequences online, pairs
+  offline) and accumulates gradients over `grad_accum_steps` = update_batch /
+  micro_batch_size of them. `algo.micro_batch_size=null` means one micro-batch.
+  The CPU loops do one full-batch update per step (accumulation = 1 is exact
+  there); the GPU path and bench/gpu_check.py read these fields.
 """
 
 from __future__ import annotations
@@ -9,27 +19,58 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf_sweeps.algos.ops import exact_div
+from rlhf_sweeps.config import OFFLINE_ALGOS, REAL_TASKS, ConfigError
 
 
 @dataclass(frozen=True)
 class Plan:
     prompts_per_step: int
     samples_per_prompt: int
-    rollout_batch: int  # responses per optimizer step
+    rollout_batch: int  # responses per optimizer step (online algorithms)
     n_evals: int
     eval_responses: int
-    tokens_per_step_max: int
+    tokens_per_step_max: int  # response tokens per optimizer step, at most
+    update_batch: int  # sequences (online) or pairs (offline) per optimizer step
+    micro_batch_size: int  # sequences (online) or pairs (offline) per forward/backward
+    grad_accum_steps: int  # micro-batches per optimizer step
+    max_prompt_tokens: int
+    max_sequence_tokens: int  # prompt + response: the longest sequence a forward sees
+
+
+def _div(a: int, b: int, what: str, fix: str) -> int:
+    try:
+        return exact_div(a, b, what)
+    except ValueError as err:
+        raise ConfigError(f"Invalid config:\n  {err}\n{fix}") from err
 
 
 def make_plan(cfg) -> Plan:
-    batch = cfg.algo.prompts_per_step * cfg.algo.k
-    exact_div(batch, cfg.algo.k, "rollout batch / algo.k")
+    algo = cfg.algo
+    batch = algo.prompts_per_step * algo.k
+    offline = algo.name in OFFLINE_ALGOS
+    update = algo.batch_size if offline else batch
+    unit = "pairs (algo.batch_size)" if offline else "responses (algo.prompts_per_step x algo.k)"
+    micro = algo.micro_batch_size or update
+    divisors = [d for d in range(1, update + 1) if update % d == 0]
+    accum = _div(update, micro, f"update batch of {update} {unit} / algo.micro_batch_size",
+                 f"Set algo.micro_batch_size to a divisor of {update} (one of {divisors}), or null.")
     n_evals = len(range(0, cfg.steps, cfg.eval_every)) + (0 if cfg.steps % cfg.eval_every == 0 else 1)
+    if cfg.task.name in REAL_TASKS:
+        max_prompt = cfg.task.max_prompt_tokens
+        max_response = max(cfg.rollout.max_new_tokens, (cfg.task.max_response_tokens or 0) if offline else 0)
+    else:  # the embedded world: <bos> + words + <sep>
+        max_prompt = cfg.task.world.max_prompt_words + 2
+        max_response = max(cfg.rollout.max_new_tokens, cfg.task.world.max_response_words + 1)
     return Plan(
-        prompts_per_step=cfg.algo.prompts_per_step,
-        samples_per_prompt=cfg.algo.k,
+        prompts_per_step=algo.prompts_per_step,
+        samples_per_prompt=algo.k,
         rollout_batch=batch,
         n_evals=n_evals + (1 if cfg.steps % cfg.eval_every == 0 else 0),
         eval_responses=cfg.task.n_eval_prompts * cfg.task.eval_samples_per_prompt,
         tokens_per_step_max=batch * cfg.rollout.max_new_tokens,
+        update_batch=update,
+        micro_batch_size=micro,
+        grad_accum_steps=accum,
+        max_prompt_tokens=max_prompt,
+        max_sequence_tokens=max_prompt + max_response,
     )

@@ -4,16 +4,24 @@ SCIENCE.md section 4: both rewards are normalized so the initial policy's
 samples score mean 0 and variance 1, so a regularization coefficient means
 the same thing whatever reward model is plugged in. The statistics are
 computed once, when the proxy stage is built, and stored with it.
+
+Real reward models (`TextRewardScorer`) may come with their own tokenizer:
+the policy's tokens are decoded to text and re-tokenized for the RM. There,
+per the real-scale issue, the proxy is only centered (mean 0, its own scale
+kept, so `algo.eos_penalty` and the KL coefficient keep the units of the
+public TL;DR recipes) and the gold is standardized (mean 0, variance 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
-from rlhf_sweeps.models import chain_sequences, trim_response
+from rlhf_sweeps.models import chain_sequences, right_pad, trim_response
+from rlhf_sweeps.world.language import EOS_ID, PAD_ID
 
 
 @dataclass(frozen=True)
@@ -25,8 +33,8 @@ class Normalization:
         return (raw - self.mean) / self.std
 
 
-def responses_as_lists(responses: torch.Tensor) -> list[list[int]]:
-    return [trim_response(row) for row in responses.tolist()]
+def responses_as_lists(responses: torch.Tensor, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[list[int]]:
+    return [trim_response(row, eos_id, pad_id) for row in responses.tolist()]
 
 
 class RewardModelScorer:
@@ -61,6 +69,65 @@ class GoldScorer:
 
     def __call__(self, prompts: list[list[int]], responses: torch.Tensor) -> torch.Tensor:
         return self.norm(self.raw(prompts, responses_as_lists(responses)))
+
+
+class TextRewardScorer:
+    """A Hugging Face reward model (scalar head) scoring the policy's prompt + response.
+
+    The reward model reads `prompt + response` in its own tokenization. When its
+    vocabulary is the policy's (same tokens, same ids), the policy's ids are used
+    as they are; otherwise both parts are decoded to text and re-tokenized, and a
+    response that ended with the policy's eos ends with the RM's eos. Sequences
+    are right-padded with the RM's pad id, which the head's pooling skips (it
+    reads the last non-pad token: the eos of a finished response).
+    """
+
+    def __init__(self, model, rm_tokenizer, policy_tokenizer, norm: Normalization = Normalization(),
+                 batch_size: int = 32, max_length: Optional[int] = None):
+        from rlhf_sweeps.models import ensure_distinct_pad
+
+        self.model = model.eval()
+        self.norm = norm
+        self.batch_size = batch_size
+        self.rm_tok, self.policy_tok = rm_tokenizer, policy_tokenizer
+        self.pad_id = ensure_distinct_pad(rm_tokenizer, model.config.vocab_size, "reward model")
+        self.model.config.pad_token_id = self.pad_id  # what the head's pooling skips
+        self.rm_eos = rm_tokenizer.eos_token_id
+        self.policy_pad, self.policy_eos = policy_tokenizer.pad_token_id, policy_tokenizer.eos_token_id
+        self.same_vocab = rm_tokenizer.get_vocab() == policy_tokenizer.get_vocab()
+        self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
+
+    def _rm_ids(self, prompt: list[int], response: list[int]) -> list[int]:
+        if self.same_vocab:
+            return prompt + response
+        ended = bool(response) and response[-1] == self.policy_eos
+        body = response[:-1] if ended else response
+        bos = self.policy_tok.bos_token_id
+        if prompt and bos is not None and prompt[0] == bos:
+            prompt = prompt[1:]  # the RM tokenizer adds its own, if it uses one
+        prompt_text = self.policy_tok.decode(prompt, skip_special_tokens=False)
+        response_text = self.policy_tok.decode(body, skip_special_tokens=False)
+        ids = self.rm_tok(prompt_text + response_text, add_special_tokens=True)["input_ids"]
+        if ended and self.rm_eos is not None:
+            ids = ids + [self.rm_eos]
+        return ids
+
+    @torch.no_grad()
+    def raw(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        seqs = [self._rm_ids(p, r) for p, r in zip(prompts, responses)]
+        if self.max_length and max(map(len, seqs)) > self.max_length:
+            raise ValueError(f"reward model input of {max(map(len, seqs))} tokens exceeds its "
+                             f"{self.max_length} positions; lower task.max_prompt_tokens or rollout.max_new_tokens")
+        out = []
+        for s in range(0, len(seqs), self.batch_size):
+            ids, mask = right_pad(seqs[s : s + self.batch_size], self.pad_id)  # (B, L)
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out.append(logits[:, 0].float().cpu())
+        return torch.cat(out)
+
+    def __call__(self, prompts: list[list[int]], responses: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.raw(prompts, responses_as_lists(responses, self.policy_eos, self.policy_pad)))
 
 
 def fit_normalization(raw: torch.Tensor) -> Normalization:

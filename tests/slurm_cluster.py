@@ -1,6 +1,13 @@
 """Start (or reuse) the project-local one-node SLURM cluster for tests.
 
-Used by the session fixture in tests/test_slurm_cluster.py::
+Test modules import the `slurm_env` fixture from here::
+
+    from tests.slurm_cluster import slurm_env  # noqa: F401 - a pytest fixture
+
+    @pytest.mark.slurm
+    def test_x(slurm_env): subprocess.run(["sbatch", ...], env=slurm_env)
+
+It does what these helpers do::
 
     reason = cluster_available()
     if reason: pytest.skip(reason)
@@ -19,6 +26,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -112,3 +121,20 @@ def ensure_cluster(install_timeout: float = 900, up_timeout: float = 180) -> dic
 
 def stop_cluster(timeout: float = 120) -> None:
     _run_script("slurm-down.sh", timeout)
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    """os.environ + SLURM_CONF, for subprocesses that talk to the test cluster.
+
+    Starts the cluster if it is not up, and stops it at the end of the session
+    only if it started it; skips where no cluster can run here.
+    """
+    reason = cluster_available()
+    if reason:
+        pytest.skip(f"SLURM cluster unavailable: {reason}")
+    was_up = cluster_is_up()
+    env = ensure_cluster()
+    yield {**os.environ, **env}
+    if not was_up:
+        stop_cluster()

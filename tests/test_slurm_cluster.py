@@ -17,36 +17,11 @@ from pathlib import Path
 import pytest
 
 try:  # repo root on sys.path (python -m pytest, pythonpath=["."])
-    from tests.slurm_cluster import (
-        REPO,
-        cluster_available,
-        cluster_is_up,
-        ensure_cluster,
-        stop_cluster,
-    )
+    from tests.slurm_cluster import REPO, slurm_env  # noqa: F401 - slurm_env is a fixture
 except ModuleNotFoundError:  # pytest's default rootdir-less "prepend" import
-    from slurm_cluster import (  # type: ignore[no-redef]
-        REPO,
-        cluster_available,
-        cluster_is_up,
-        ensure_cluster,
-        stop_cluster,
-    )
+    from slurm_cluster import REPO, slurm_env  # type: ignore[no-redef]  # noqa: F401
 
 APP_DIR = Path(__file__).parent / "data" / "slurm_app"
-
-
-@pytest.fixture(scope="session")
-def slurm_env():
-    """Env vars (SLURM_CONF) for subprocesses that talk to the test cluster."""
-    reason = cluster_available()
-    if reason:
-        pytest.skip(f"SLURM cluster unavailable: {reason}")
-    was_up = cluster_is_up()
-    env = ensure_cluster()
-    yield {**os.environ, **env}
-    if not was_up:
-        stop_cluster()
 
 
 def _app_conf(tmp_path: Path) -> Path:

@@ -14,6 +14,13 @@ Deviations from the textbook, on purpose:
   ratio pi_train / pi_rollout.
 - The sampling temperature is used for every log-prob, KL and entropy: the
   policy being optimized is softmax(logits / T).
+- The update takes two passes, like the rollout and training phases of the
+  TL;DR PPO recipes: pass 1 (no grad) computes the policy's and reference's
+  log-probs of the whole batch, which the rewards and RLOO baselines need;
+  pass 2 recomputes the policy's log-probs with grad in micro-batches of
+  `algo.micro_batch_size` sequences, each loss scaled by its share of the
+  batch, so the accumulated gradient equals the full-batch one (null: one
+  micro-batch).
 """
 
 from __future__ import annotations
@@ -45,8 +52,7 @@ from rlhf_sweeps.algos import (
     rloo_advantages,
     truncated_is_weights,
 )
-from rlhf_sweeps.models import make_sequence_batch, response_logits
-from rlhf_sweeps.world.language import EOS_ID
+from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
 
 @dataclass
@@ -92,12 +98,16 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
     reg = make_regularizer(cfg.regularizer)
     T = cfg.rollout.temperature
     k = cfg.algo.k
+    pad_id, eos_id = special_ids(job.policy)  # the policy's own tokenizer ids (Pythia: eos=0)
     staleness = 0
     bar = tqdm(range(start_step, cfg.steps + 1), desc=f"{cfg.algo.name}/{reg.name}", initial=start_step,
                total=cfg.steps + 1, dynamic_ncols=True)
     for step in bar:
         # ---- evaluate on the fixed held-out prompts (step 0 = the initial policy)
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            if staleness:  # sync_every > 1: evaluate the current policy, not the engine's stale copy
+                job.sampler.sync_weights(job.policy)
+                staleness = 0
             eval_metrics, rows = job.evaluator(job.policy, job.sampler)
             job.log(eval_metrics, step)
             job.log_samples(rows, step)
@@ -115,36 +125,53 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         scores = job.proxy(rollout.prompts, responses)  # (N,)
         t2 = time.perf_counter()
 
-        # ---- log-probs under the policy (with grad) and the reference, same temperature
-        batch = make_sequence_batch(rollout.prompts, responses)
+        # ---- pass 1, no grad: log-probs under the policy and the reference, same temperature
+        batch = make_sequence_batch(rollout.prompts, responses, eos_id, pad_id)
         mask = batch.response_mask  # (N, T)
-        logits = response_logits(job.policy, batch)  # (N, T, V)
-        logp = logprobs_from_logits(logits, responses, T)  # (N, T)
+        N = len(responses)
+        size = cfg.algo.micro_batch_size or N  # plan.py checked that it divides N
+        micro = [slice(s, s + size) for s in range(0, N, size)]
         with torch.no_grad():
-            ref_logp = logprobs_from_logits(response_logits(job.ref, batch), responses, T)
-        entropy = entropy_from_logits(logits, T) if reg.needs_entropy else None
+            parts = []
+            for sl in micro:
+                logits = response_logits(job.policy, batch.select(sl))  # (n, T, V)
+                parts.append((logprobs_from_logits(logits, responses[sl], T), entropy_from_logits(logits, T),
+                              logprobs_from_logits(response_logits(job.ref, batch.select(sl)), responses[sl], T)))
+            logp, entropy, ref_logp = (torch.cat(cols) for cols in zip(*parts))  # (N, T) each
 
         # ---- regularized reward and advantages
         coef = coef_ctl.value
-        penalty = per_token_penalty(reg, logp, ref_logp, entropy)  # (N, T)
-        eos_missing = ~has_eos(responses, EOS_ID)
+        penalty = per_token_penalty(reg, logp, ref_logp, entropy if reg.needs_entropy else None)  # (N, T)
+        eos_missing = ~has_eos(responses, eos_id)
         rewards = regularized_reward(scores, penalty, mask, coef, reg, eos_missing, cfg.algo.eos_penalty)
         if cfg.algo.name == "rloo":
             advantages = rloo_advantages(rewards, k)
         else:
             advantages = reinforce_advantages(rewards)
 
-        # ---- policy update
+        # ---- pass 2: policy update, gradients accumulated over micro-batches
         is_weights, clipped = None, None
         if cfg.rollout.is_correction and rollout.logprobs is not None:
-            is_weights, clipped = truncated_is_weights(logp.detach(), rollout.logprobs, mask,
+            is_weights, clipped = truncated_is_weights(logp, rollout.logprobs, mask,
                                                        cfg.rollout.is_correction, cfg.rollout.is_cap)
-        pg_loss, pg_stats = policy_gradient_loss(logp, advantages, mask, is_weights)
-        reg_loss = regularizer_loss(penalty, mask, coef, reg)
-        loss = pg_loss + reg_loss
-        check_finite(loss, step)
         job.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        n_tokens = mask.sum().clamp(min=1)
+        pg_loss = reg_loss = 0.0
+        for sl in micro:
+            mb = batch.select(sl)
+            logits = response_logits(job.policy, mb)  # (n, T, V), with grad
+            logp_mb = logprobs_from_logits(logits, responses[sl], T)
+            penalty_mb = per_token_penalty(reg, logp_mb, ref_logp[sl],
+                                           entropy_from_logits(logits, T) if reg.needs_entropy else None)
+            # shares: the pg loss is a sequence mean, the regularizer loss a token mean
+            pg, _ = policy_gradient_loss(logp_mb, advantages[sl], mb.response_mask,
+                                         None if is_weights is None else is_weights[sl])
+            pg = pg * (len(logp_mb) / N)
+            rl = regularizer_loss(penalty_mb, mb.response_mask, coef, reg) * (mb.response_mask.sum() / n_tokens)
+            check_finite(pg + rl, step)
+            (pg + rl).backward()
+            pg_loss, reg_loss = pg_loss + pg.detach(), reg_loss + rl.detach()
+        loss = pg_loss + reg_loss
         grad_norm = torch.nn.utils.clip_grad_norm_(job.policy.parameters(), cfg.algo.grad_clip)
         job.optimizer.step()
         t3 = time.perf_counter()
@@ -158,7 +185,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
 
         # ---- adaptive coefficient, fed the sequence-summed KL (Ziegler et al.)
         with torch.no_grad():
-            seq_kl = masked_sum(kl_k1(logp.detach(), ref_logp), mask, 1)  # (N,)
+            seq_kl = masked_sum(kl_k1(logp, ref_logp), mask, 1)  # (N,)
         coef_ctl.update(float(seq_kl.mean()), len(prompts) * k)
 
         with torch.no_grad():
@@ -166,8 +193,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 M.TRAIN_PROXY_REWARD: scores.mean(),
                 M.TRAIN_RLHF_REWARD: rewards.mean(),
                 M.TRAIN_KL: seq_kl.mean(),
-                M.TRAIN_ENTROPY: masked_sum(
-                    entropy if entropy is not None else entropy_from_logits(logits.detach(), T), mask, 1).mean(),
+                M.TRAIN_ENTROPY: masked_sum(entropy, mask, 1).mean(),
                 M.TRAIN_RESPONSE_LENGTH: (mask.sum(1) - (~eos_missing).long()).float().mean(),
                 M.TRAIN_EOS_RATE: (~eos_missing).float().mean(),
                 M.TRAIN_LOSS: loss,
@@ -183,7 +209,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 M.PERF_RSS_GB: job.rss_gb(),
             }
             if rollout.logprobs is not None:
-                gap = (logp.detach() - rollout.logprobs).abs()
+                gap = (logp - rollout.logprobs).abs()
                 train[M.ROLLOUT_LOGPROB_GAP_MEAN] = masked_mean(gap, mask)
                 train[M.ROLLOUT_LOGPROB_GAP_MAX] = torch.where(mask, gap, torch.zeros_like(gap)).max()
             if clipped is not None:

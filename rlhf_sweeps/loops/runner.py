@@ -3,6 +3,12 @@
 Kept apart from `job.py` so the lifecycle (skip / resume / MLflow status) and
 the construction of models stay separately readable. Tracking is passed in
 as plain callables: the loops never see MLflow.
+
+Every algorithm gets the same policy, frozen SFT reference, optimizer,
+sampler and `Evaluator`, so their eval/* curves are comparable; `algo.name`
+only picks the loop: rloo / reinforce -> `online.train_online`, simpo / dpo ->
+`preference.train_offline_preference`, online_simpo ->
+`preference.train_online_simpo`, bon -> `bon.run_bon` (no training).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ def rss_gb() -> float:
 
 def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     from rlhf_sweeps.loops.online import OnlineJob, make_coef_controller, train_online
+    from rlhf_sweeps.loops.preference import PreferenceJob, train_offline_preference, train_online_simpo
     from rlhf_sweeps.tasks import build_task
 
     torch.manual_seed(cfg.seed)
@@ -47,7 +54,8 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     if ckpt is not None:
         policy.load_state_dict(ckpt["policy"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        coef_ctl.load_state_dict(ckpt["extra"]["coef"])
+        if "coef" in ckpt["extra"]:  # preference loops have no coefficient controller
+            coef_ctl.load_state_dict(ckpt["extra"]["coef"])
         evaluator.init_gold = ckpt["init_gold"]
         checkpoint.set_rng_state(ckpt["rng"])
         start_step = ckpt["step"]
@@ -60,19 +68,32 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         checkpoint.save(run_dir, {
             "step": step, "run_id": tracker.run_id, "policy": policy.state_dict(),
             "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(),
-            "init_gold": evaluator.init_gold, "extra": extra,
+            "init_gold": evaluator.init_gold, "extra": extra, "pending_metrics": tracker.pending(),
         })
+        tracker.flush()  # only after the rename: exactly-once metrics (rlhf_sweeps/tracking.py)
 
     def log_samples(rows: list[dict], step: int) -> None:
         tracker.log_text(json.dumps(rows, indent=1), f"{M.ARTIFACT_SAMPLES_DIR}/step_{step:06d}.json")
 
-    job = OnlineJob(
-        cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, proxy=proxy,
-        evaluator=evaluator,
-        train_prompts=lambda step: task.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step),
-        log=tracker.log_metrics, log_samples=log_samples, save_checkpoint=save_checkpoint, rss_gb=rss_gb,
-    )
+    def train_prompts(step: int) -> list[list[int]]:
+        return task.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step)
+
+    common = dict(cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, evaluator=evaluator,
+                  log=tracker.log_metrics, log_samples=log_samples, save_checkpoint=save_checkpoint,
+                  rss_gb=rss_gb)
     try:
-        train_online(job, start_step, coef_ctl)
+        name = cfg.algo.name
+        if name == "bon":
+            from rlhf_sweeps.loops.bon import run_bon
+
+            run_dir.mkdir(parents=True, exist_ok=True)  # no checkpoint creates it; job.py writes done.json there
+            run_bon(cfg, policy, sampler, evaluator, proxy, gold, task.eval_prompts,
+                    tracker.log_metrics, log_samples)
+        elif name in ("simpo", "dpo"):
+            train_offline_preference(PreferenceJob(**common, pairs=task.pairs()), start_step)
+        elif name == "online_simpo":
+            train_online_simpo(PreferenceJob(**common, proxy=proxy, train_prompts=train_prompts), start_step)
+        else:
+            train_online(OnlineJob(**common, proxy=proxy, train_prompts=train_prompts), start_step, coef_ctl)
     finally:
         sampler.close()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from rlhf_sweeps.models import left_pad
+from rlhf_sweeps.models import left_pad, special_ids
 from rlhf_sweeps.rollout.base import Rollout
-from rlhf_sweeps.world.language import EOS_ID, PAD_ID
 
 
 class HFSampler:
@@ -33,7 +32,10 @@ class HFSampler:
         return Rollout(repeated, torch.cat(responses), torch.cat(logprobs))
 
     def _generate_chunk(self, prompts, n, T):
-        ids, mask = left_pad(prompts)
+        pad_id, eos_id = special_ids(self.model)  # from the model's config: real tokenizers differ
+        ids, mask = left_pad(prompts, pad_id)
+        device = next(self.model.parameters()).device
+        ids, mask = ids.to(device), mask.to(device)
         was_training = self.model.training
         self.model.eval()
         out = self.model.generate(
@@ -47,8 +49,8 @@ class HFSampler:
             top_p=self.cfg.top_p,
             max_new_tokens=T,
             num_return_sequences=n,
-            pad_token_id=PAD_ID,
-            eos_token_id=EOS_ID,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
             output_scores=True,
             return_dict_in_generate=True,
         )
@@ -57,12 +59,12 @@ class HFSampler:
         # processed scores = logits / temperature (after top-p masking)
         scores = torch.stack(out.scores, dim=1).float()  # (N, t, V)
         lp = torch.log_softmax(scores, dim=-1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
-        lp = torch.where(resp == PAD_ID, torch.zeros_like(lp), lp)
+        lp = torch.where(resp == pad_id, torch.zeros_like(lp), lp)
         pad = T - resp.shape[1]
         if pad:
-            resp = torch.nn.functional.pad(resp, (0, pad), value=PAD_ID)
+            resp = torch.nn.functional.pad(resp, (0, pad), value=pad_id)
             lp = torch.nn.functional.pad(lp, (0, pad), value=0.0)
-        return resp, lp
+        return resp.cpu(), lp.cpu()
 
     def sync_weights(self, model) -> None:
         self.model = model

@@ -30,6 +30,10 @@ class World:
         return self.language.sample_prompts(np.random.default_rng([seed, step]), n)
 
 
+WORLD_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "head_dim", "intermediate_size",
+                    "max_position_embeddings")
+
+
 def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
@@ -46,8 +50,11 @@ def prepare_world(cfg) -> World:
     task = cfg.task
     language = language_from_cfg(task)
     tokenizer = build_tokenizer(language.params.n_words)
-    sft_spec = {"world": _plain(task.world), "sft": _plain(task.sft), "model": _plain(cfg.model)}
-    sft_spec["model"].pop("name", None)  # the name is a label; the sizes determine the stage
+    # Only the sizes the Llama is built from determine the stage (the name is a label;
+    # the real-checkpoint keys of ModelConfig do not apply here), so stages cached
+    # before those keys existed keep their hash.
+    sft_spec = {"world": _plain(task.world), "sft": _plain(task.sft),
+                "model": {k: cfg.model[k] for k in WORLD_MODEL_KEYS}}
 
     def build_sft(out: Path) -> dict:
         model = build_causal_lm(cfg.model, language.vocab_size, task.sft.seed)

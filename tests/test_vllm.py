@@ -1,0 +1,313 @@
+"""vLLM rollouts: logprobs match the trainer after a weight sync (and not without),
+seeded rollouts repeat, the Rollout format is HFSampler's, a failed engine start
+ends the job as a FAILED MLflow run, and engines do not leak across jobs.
+
+Engine start is ~5-10 s on CPU, so the tests that only sample share one engine
+(class-scoped); vLLM allows one engine per process at a time, so the tests that
+start their own engine run after that class has closed it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rlhf_sweeps import metrics as M
+from rlhf_sweeps.algos import logprobs_from_logits
+from rlhf_sweeps.config import RolloutConfig
+from rlhf_sweeps.models import build_causal_lm, make_sequence_batch, response_logits
+from rlhf_sweeps.rollout import make_sampler
+from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID
+from rlhf_sweeps.world.tokenizer import build_tokenizer
+from tests.conftest import ROOT, run_launch
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+try:
+    import vllm  # noqa: F401
+
+    HAVE_VLLM = True
+except ImportError:
+    HAVE_VLLM = False
+
+needs_vllm = [pytest.mark.vllm, pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")]
+
+N_WORDS = 200
+VOCAB = N_SPECIAL + N_WORDS
+TEMPERATURE = 0.7  # != 1: vLLM's default raw logprobs would ignore it and fail the match
+MAX_NEW = 12
+PROMPTS = [[1] + [N_SPECIAL + (7 * j + i) % N_WORDS for i in range(2 + j % 4)] + [3] for j in range(24)]
+
+
+def rollout_cfg(**kw):
+    return OmegaConf.structured(RolloutConfig(name="vllm", temperature=TEMPERATURE, max_new_tokens=MAX_NEW, **kw))
+
+
+def save_tiny_policy(folder: Path, seed: int = 0) -> torch.nn.Module:
+    """A random-init LlamaForCausalLM of conf/model/tiny.yaml, saved like a stage output."""
+    model_cfg = OmegaConf.load(ROOT / "conf/model/tiny.yaml")
+    model = build_causal_lm(model_cfg, VOCAB, seed)
+    model.save_pretrained(folder)
+    build_tokenizer(N_WORDS).save_pretrained(folder)
+    return model
+
+
+def trainer_logprobs(model, rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T) log-probs of the sampled tokens under `model` at TEMPERATURE, and the response mask."""
+    batch = make_sequence_batch(rollout.prompts, rollout.responses)
+    with torch.no_grad():
+        logp = logprobs_from_logits(response_logits(model, batch), rollout.responses, TEMPERATURE)
+    return logp, batch.response_mask
+
+
+def max_gap(model, rollout) -> float:
+    logp, mask = trainer_logprobs(model, rollout)
+    return float((logp - rollout.logprobs).abs()[mask].max())
+
+
+def perturb(model, seed: int, scale: float = 0.05) -> None:
+    """Move every parameter, so a parameter the sync missed would show up as a gap."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+
+
+# ------------------------------------------------------------------ without an engine
+def test_missing_vllm_gives_install_hint(tmp_path, monkeypatch):
+    """rollout=vllm without vLLM installed fails with the extra to install (no vLLM needed)."""
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError
+    monkeypatch.delitem(sys.modules, "rlhf_sweeps.rollout.vllm", raising=False)
+    module = importlib.import_module("rlhf_sweeps.rollout.vllm")  # imports fine: vllm is lazy
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[cpu\]'.*'\.\[gpu\]'"):
+        make_sampler(rollout_cfg(), None, model_dir=tmp_path)
+    assert module.VLLMSampler._live == 0
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path):
+    from rlhf_sweeps.rollout.vllm import VLLMSampler
+
+    missing = tmp_path / "no-such-policy"
+    with pytest.raises(FileNotFoundError, match=r"no-such-policy.*config\.json.*save_pretrained"):
+        VLLMSampler(None, rollout_cfg(), missing)
+
+
+def test_vllm_is_the_default_rollout_and_hf_stays_available():
+    default, hf = _compose([]), _compose(["rollout=hf"])
+    assert default.rollout.name == "vllm" and default.rollout.dtype == "float32"
+    assert hf.rollout.name == "hf"
+    # the same sampling settings either way: switching engines must not change the experiment
+    for key in ("temperature", "top_p", "max_new_tokens", "sync_every", "is_correction", "is_cap"):
+        assert default.rollout[key] == hf.rollout[key], key
+
+
+# ------------------------------------------------------------------ one shared engine
+@pytest.fixture(scope="class")
+def engine(tmp_path_factory):
+    """(sampler, trainer model, process state seen around the engine's start)."""
+    from rlhf_sweeps.rollout.vllm import VLLMSampler
+
+    folder = tmp_path_factory.mktemp("tiny_policy")
+    model = save_tiny_policy(folder)
+    torch.set_num_threads(2)
+    threads, set_threads, rng = torch.get_num_threads(), torch.set_num_threads, torch.random.get_rng_state()
+    sampler = VLLMSampler(model, rollout_cfg(), folder)
+    after = (torch.get_num_threads(), torch.set_num_threads, torch.random.get_rng_state())
+    yield sampler, model, ((threads, set_threads, rng), after)
+    sampler.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
+class TestSharedEngine:
+    def test_engine_start_leaves_process_state_alone(self, engine):
+        # vLLM's CPU worker drops torch to 1 thread, no-ops torch.set_num_threads and
+        # reseeds the global RNGs; the trainer in the same process must not notice.
+        _, _, ((threads, set_threads, rng), (threads2, set_threads2, rng2)) = engine
+        assert threads2 == threads and set_threads2 is set_threads
+        assert torch.equal(rng2, rng)
+
+    @pytest.mark.parametrize("sync", [True, False])
+    def test_logprobs_match_trainer_only_after_sync(self, engine, sync):
+        sampler, model, _ = engine
+        policy = copy.deepcopy(model)
+        perturb(policy, seed=int(sync) + 10)  # differs from whatever the engine holds now
+        if sync:
+            sampler.sync_weights(policy)
+        rollout = sampler.generate(PROMPTS, n=2, seed=3)
+        gap = max_gap(policy, rollout)
+        if sync:
+            assert gap < 1e-4, f"engine and trainer disagree by {gap} after a sync (float32)"
+        else:  # proves the assertion above tests the sync, not a coincidence
+            assert gap > 0.1, f"stale engine agrees with the updated trainer ({gap}): the test is vacuous"
+
+    def test_same_seed_same_rollout(self, engine):
+        sampler = engine[0]
+        a, b = sampler.generate(PROMPTS, n=2, seed=7), sampler.generate(PROMPTS, n=2, seed=7)
+        c = sampler.generate(PROMPTS, n=2, seed=8)
+        assert torch.equal(a.responses, b.responses) and torch.equal(a.logprobs, b.logprobs)
+        assert not torch.equal(a.responses, c.responses)
+        # distinct prompts get distinct noise: near-uniform tiny models would otherwise
+        # sample the same continuation for every prompt sharing a seed
+        rows = {tuple(r.tolist()) for r in a.responses}
+        assert len(rows) == len(a.responses)
+
+    def test_rollout_format_is_hf_samplers(self, engine):
+        from rlhf_sweeps.rollout.hf import HFSampler
+
+        sampler, model, _ = engine
+        policy = copy.deepcopy(model)
+        sampler.sync_weights(policy)
+        n = 4
+        prompts = PROMPTS * 3  # 72 prompts x 4 x 12 tokens: special tokens get sampled mid-response
+        out = sampler.generate(prompts, n=n, seed=0)
+        ref = HFSampler(policy, rollout_cfg()).generate(prompts, n=n, seed=0)
+        assert out.responses.shape == ref.responses.shape == (len(prompts) * n, MAX_NEW)
+        assert out.responses.dtype == ref.responses.dtype and out.logprobs.dtype == ref.logprobs.dtype
+        assert out.prompts == ref.prompts == [p for p in prompts for _ in range(n)]  # prompt-major
+        logp, mask = trainer_logprobs(policy, out)
+        for row, lp, m in zip(out.responses.tolist(), out.logprobs, mask):
+            if EOS_ID in row:
+                end = row.index(EOS_ID) + 1
+                assert all(t == PAD_ID for t in row[end:])  # <pad> after the first <eos> only
+            else:
+                end = MAX_NEW  # truncated: no <eos>
+            assert m.sum() == end
+            assert (lp[end:] == 0).all() and (lp[:end] < 0).all()
+        # special tokens other than <eos> are ordinary tokens: kept, and generation goes on
+        mid = (out.responses < N_SPECIAL) & (out.responses != EOS_ID) & mask  # (N, T)
+        assert mid.sum() > 0, "no special token sampled mid-response: enlarge the batch"
+        assert (out.logprobs[mid] < 0).all()
+        assert float((logp - out.logprobs).abs()[mask].max()) < 1e-4  # including at those tokens
+
+
+# ------------------------------------------------------------------ engines of their own
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
+def test_engines_do_not_leak_across_create_close_cycles(tmp_path):
+    import psutil
+
+    from rlhf_sweeps.rollout.vllm import VLLMSampler
+
+    model = save_tiny_policy(tmp_path)
+    rss = []
+    for cycle in range(4):
+        sampler = VLLMSampler(model, rollout_cfg(), tmp_path)
+        sampler.generate(PROMPTS, n=4, seed=cycle)
+        sampler.sync_weights(model)
+        sampler.close()
+        rss.append(psutil.Process().memory_info().rss / 2**30)
+    print("RSS after each create/close cycle (GiB):", [round(r, 3) for r in rss])
+    # the first cycle pays one-off imports and allocator growth; later ones must not grow
+    assert max(rss[1:]) - rss[1] < 0.05, rss
+    assert VLLMSampler._live == 0
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import launch  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="rollout.kv_cache_gb only sizes the CPU KV cache")
+def test_engine_start_failure_marks_the_run_failed(smoke_cache, tmp_path):
+    """A real vLLM start failure (KV cache larger than the machine) inside a job."""
+    from mlflow.tracking import MlflowClient
+
+    from rlhf_sweeps.job import run_job
+    from rlhf_sweeps.rollout.vllm import VLLMSampler
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    overrides = ["experiment=smoke", "rollout=vllm", "rollout.kv_cache_gb=100000",
+                 f"cache_dir={smoke_cache}", f"tracking.uri={uri}"]
+    with pytest.raises(RuntimeError, match=r"vLLM engine failed to start .*memory"):
+        run_job(_compose(overrides), overrides)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("rlhf-sweeps").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "vLLM engine failed to start" in client.get_run(run.info.run_id).data.tags.get(M.TAG_FAILURE, "")
+    # the half-started engine was torn down: the next job in this process can start one
+    assert VLLMSampler._live == 0
+    model = save_tiny_policy(tmp_path / "policy")
+    sampler = VLLMSampler(model, rollout_cfg(), tmp_path / "policy")
+    try:
+        assert max_gap(model, sampler.generate(PROMPTS[:4], n=2, seed=0)) < 1e-4
+    finally:
+        sampler.close()
+
+
+# ------------------------------------------------------------------ end to end through launch.py
+def _runs(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("rlhf-sweeps").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    return client, [r for r in runs if M.PERF_RSS_GB in r.data.metrics]  # training runs, not sweep parents
+
+
+def _history(client, run, key) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
+def test_smoke_run_with_vllm_matches_trainer_logprobs(smoke_cache, tracking_uri):
+    run_launch(["experiment=smoke", "rollout=vllm", f"cache_dir={smoke_cache}", f"tracking.uri={tracking_uri}"])
+    client, (run,) = _runs(tracking_uri)
+    assert run.info.status == "FINISHED"
+    gap_mean = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MEAN)
+    gap_max = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MAX)
+    print("rollout/logprob_gap_mean by step:", gap_mean, "max:", max(gap_max.values()))
+    assert sorted(gap_mean) == list(range(6))
+    assert max(gap_mean.values()) < 1e-3 and max(gap_max.values()) < 1e-3, (gap_mean, gap_max)
+    for key in (M.PERF_ROLLOUT_S, M.PERF_SCORE_S, M.PERF_UPDATE_S, M.PERF_SYNC_S, M.PERF_RSS_GB):
+        assert len(_history(client, run, key)) == 6, key
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
+def test_stale_engine_is_synced_before_eval(smoke_cache, tracking_uri):
+    """sync_every=2, eval_every=3: the engine lags on odd updates, but never at an eval.
+
+    Fresh engine at the start of step s (gap ~0) for s = 0, 2, 3 (synced for the
+    eval at 3), 5; stale (gap = one Adam step) at 1 and 4. Without the sync
+    before eval, step 3 would be stale and the eval would score a lagging policy.
+    """
+    run_launch(["experiment=smoke", "rollout=vllm", "rollout.sync_every=2", "rollout.is_correction=token",
+                f"cache_dir={smoke_cache}", f"tracking.uri={tracking_uri}"])
+    client, (run,) = _runs(tracking_uri)
+    gap = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MEAN)
+    print("sync_every=2: rollout/logprob_gap_mean by step:", gap)
+    assert all(gap[s] < 1e-3 for s in (0, 2, 3, 5)), gap
+    assert all(gap[s] > 1e-3 for s in (1, 4)), gap
+    assert _history(client, run, M.ROLLOUT_STALENESS) == {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1}
+    clipped = _history(client, run, M.ROLLOUT_IS_CLIPPED_FRAC)
+    assert sorted(clipped) == list(range(6)) and all(0 <= v <= 1 for v in clipped.values())
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
+def test_basic_launcher_sweep_in_one_process_does_not_leak(smoke_cache, tracking_uri, tmp_path):
+    run_launch(["-m", "experiment=smoke", "rollout=vllm", "seed=0,1,2,3", f"cache_dir={smoke_cache}",
+                f"tracking.uri={tracking_uri}", f"hydra.sweep.dir={tmp_path}/sweep"])
+    client, runs = _runs(tracking_uri)
+    assert [r.info.status for r in runs] == ["FINISHED"] * 4
+    peak = [max(_history(client, r, M.PERF_RSS_GB).values()) for r in runs]
+    print("peak perf/rss_gb per run (GiB):", [round(p, 3) for p in peak])
+    # run 0 pays the one-off imports; each later run starts and frees its own engine
+    assert max(peak[1:]) - peak[1] < 0.1, peak
