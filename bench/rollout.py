@@ -1,7 +1,7 @@
 """Rollout throughput: HF `generate` (HFSampler) vs vLLM (VLLMSampler), same prompts, same settings.
 
-    python bench/rollout.py            # small + base20m, 64 and 256 sequences per call, 3 repeats
-    python bench/rollout.py --quick    # 2 repeats, 32 and 128 sequences: ~5 minutes on 2 busy cores
+    python bench/rollout.py            # small + base20m, 64, 256, 1024 sequences per call, 3 repeats
+    python bench/rollout.py --quick    # 2 repeats, 32 and 128 sequences: ~1 minute (the default: ~5 on 2 busy cores)
 
 Both samplers are the ones the training loop uses, called the way the loop
 calls them: k=4 samples per prompt, temperature 1, top_p 1, top-k off,
@@ -70,7 +70,8 @@ def machine() -> list[str]:
     return [
         f"- CPU: {cpu}; {len(os.sched_getaffinity(0))} usable cores (os.cpu_count()={os.cpu_count()}); "
         f"load average at start {load[0]:.2f} (shared machine)",
-        f"- Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"- Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} thread(s) "
+        "for HF generate), "
         f"transformers {transformers.__version__}, vllm {vllm_version}",
     ]
 
@@ -108,15 +109,18 @@ def max_logprob_gap(model, rollout, temperature: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="small,base20m", help="conf/model/*.yaml names")
-    ap.add_argument("--prompts", default="16,64", help="prompts per call (x4 samples each)")
+    ap.add_argument("--prompts", default="16,64,256", help="prompts per call (x4 samples each)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--quick", action="store_true", help="2 repeats, 8 and 32 prompts per call")
     ap.add_argument("--out", type=Path, help="also write the report to this file")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for HF generate (vLLM serves with its own choice, 1). Default 1: on 2 "
+                         "shared cores, 2 threads made HF generate 3-30x slower (spin-waiting OMP workers)")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.prompts = 2, "8,32"
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(args.threads)
     from rlhf_sweeps.rollout.vllm import VLLMSampler
 
     cfg = OmegaConf.structured(RolloutConfig(name="vllm", max_new_tokens=args.max_new_tokens))
@@ -137,6 +141,7 @@ def main() -> None:
             t0 = time.perf_counter()
             engine = VLLMSampler(model, cfg, folder)
             start_s = time.perf_counter() - t0
+            serving_threads = engine._serving_threads
             try:
                 gap = max_logprob_gap(model, engine.generate(prompts_for(8), n=K, seed=0), cfg.temperature)
                 for P in sizes:
@@ -152,7 +157,8 @@ def main() -> None:
             finally:
                 engine.close()
             notes.append(f"- {name} ({n_params / 1e6:.2f}M params): vLLM engine start {start_s:.1f} s, "
-                         f"weight sync {sync_s * 1e3:.0f} ms, max |vLLM - trainer| logprob {gap:.1e}")
+                         f"{serving_threads} serving thread(s), weight sync {sync_s * 1e3:.0f} ms, "
+                         f"max |vLLM - trainer| logprob {gap:.1e}")
 
     def fmt(rates: list[float]) -> str:
         return f"{min(rates):,.0f} / {statistics.median(rates):,.0f} / {max(rates):,.0f}"

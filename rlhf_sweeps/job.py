@@ -8,9 +8,11 @@ launcher. It owns the job's lifecycle:
   same command (a rerun, a SLURM requeue) finds the same folder;
 * a finished job (same config) is skipped unless `force=true`;
 * a killed job resumes from its last checkpoint into the same MLflow run
-  (exactly-once metrics: see `rlhf_sweeps.tracking`);
+  (exactly-once metrics: see `rlhf_sweeps.tracking`); one killed before its
+  first checkpoint starts over, in the same run;
 * two processes never run the same job at once (a lock next to its folder);
-* any failure ends the MLflow run as FAILED with the reason, then re-raises.
+* any failure ends the MLflow run as FAILED (KILLED for Ctrl-C or a requeue's
+  exit) with the reason in the `failure_reason` tag, then re-raises.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rlhf_sweeps.plan import make_plan
 from rlhf_sweeps.stages import config_hash
 
 DONE_FILE = "done.json"
+RUN_ID_FILE = "mlflow_run_id"
 TAG_THREADS = "torch_threads"
 TAG_RESUMED_FROM = "resumed_from_step"
 # keys that do not change what a run computes; excluded from its identity
@@ -84,6 +87,11 @@ def torch_threads(cfg, launcher_cpus: Optional[int] = None) -> int:
     if launcher_cpus:
         return int(launcher_cpus)
     return len(os.sched_getaffinity(0))
+
+
+def _read_run_id(run_dir: Path) -> Optional[str]:
+    path = run_dir / RUN_ID_FILE
+    return path.read_text().strip() if path.exists() else None
 
 
 @contextmanager
@@ -143,7 +151,9 @@ def _train(cfg, plan, overrides, name, run_dir: Path, sweep: SweepInfo, launcher
     if sweep.parent_run:
         sweep_tags[M.TAG_PARENT] = sweep.parent_run()
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
-    if ckpt is None:
+    # A job killed before its first checkpoint starts over, but in the run it opened.
+    prior_run = ckpt["run_id"] if ckpt else _read_run_id(run_dir)
+    if prior_run is None:
         tags = {
             M.TAG_GIT_COMMIT: git_commit(),
             M.TAG_OVERRIDES: " ".join(overrides),
@@ -157,20 +167,27 @@ def _train(cfg, plan, overrides, name, run_dir: Path, sweep: SweepInfo, launcher
         resolved = OmegaConf.to_container(cfg, resolve=True)
         run_id = tracker.start(name, flatten(resolved), tags)
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), M.ARTIFACT_CONFIG)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_ID_FILE).write_text(run_id)
     else:
-        run_id = tracker.start(name, {}, {}, run_id=ckpt["run_id"])
+        run_id = tracker.start(name, {}, {}, run_id=prior_run)
         # a run belongs to the sweep that last ran it (a requeue keeps the same sweep)
-        tracker.set_tags({**sweep_tags, TAG_THREADS: str(threads), TAG_RESUMED_FROM: ckpt["step"]})
-        tracker.replay(ckpt.get("pending_metrics", []))  # a kill may have cut the flush short
+        tracker.set_tags({**sweep_tags, TAG_THREADS: str(threads), TAG_RESUMED_FROM: ckpt["step"] if ckpt else 0})
+        if ckpt is not None:
+            tracker.replay(ckpt.get("pending_metrics", []))  # a kill may have cut the flush short
     print(f"[rlhf-sweeps] run {name!r}: MLflow run {run_id} in {cfg.tracking.uri}, {threads} torch threads"
-          + (f", resuming from step {ckpt['step']}" if ckpt else ""), flush=True)
+          + (f", resuming from step {ckpt['step']}" if ckpt else "")
+          + (", restarting (killed before its first checkpoint)" if prior_run and not ckpt else ""), flush=True)
     try:
         from rlhf_sweeps.loops.runner import run_training
 
         run_training(cfg, plan, tracker, run_dir, ckpt)
-    except BaseException as err:  # noqa: BLE001 - KeyboardInterrupt / SystemExit must also mark FAILED
+    except BaseException as err:  # noqa: BLE001 - KeyboardInterrupt / SystemExit must also end the run
+        # An error is FAILED. An exit is KILLED: Ctrl-C, or submitit's sys.exit after it
+        # requeued a job that timed out or was preempted (the requeued job resumes this run).
+        status = "FAILED" if isinstance(err, Exception) else "KILLED"
         reason = f"{type(err).__name__}: {err}"
-        tracker.finish("FAILED", reason + "\n" + traceback.format_exc()[-3000:])
+        tracker.finish(status, reason + "\n" + traceback.format_exc()[-3000:])
         raise
     tracker.finish("FINISHED")
     done = {"run_id": run_id, "name": name}

@@ -50,10 +50,12 @@ Metrics are buffered in memory and written only when they are safe:
    (or during) the flush leaves the points in the checkpoint: the resumed job
    `replay`s them.
 3. A resumed run (`start(run_id=...)`) first reads which (key, step) points
-   the run already holds and drops any new point with the same (key, step).
-   That makes the replay of a half-flushed buffer exact, and it covers the
-   one other way a point after the checkpoint can be stored: `finish` flushes
-   the buffer when a job fails, so a failed run shows its curves up to the
+   the run already holds and drops any new point with the same (key, step);
+   replayed points join that set. That makes the replay of a half-flushed
+   buffer exact; it drops the loop's second evaluation at the checkpoint's
+   step (the first is in the store or in the replay); and it covers the one
+   other way a point after the checkpoint can be stored: `finish` flushes the
+   buffer when a job fails, so a failed run shows its curves up to the
    failure, and a later resume does not log those steps a second time.
 
 The price: MLflow shows a run's curves in chunks of `checkpoint_every` steps.
@@ -138,7 +140,7 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         self.run_id: Optional[str] = None
         self._buffer: list[tuple[str, float, int, int]] = []  # (key, value, timestamp ms, step)
-        self._stored: set[tuple[str, int]] = set()  # (key, step) the run held when it was resumed
+        self._stored: set[tuple[str, int]] = set()  # (key, step) held at resume, or replayed
 
     # ------------------------------------------------------------------ runs
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: Optional[str] = None) -> str:
@@ -174,8 +176,15 @@ class Tracker:
         return list(self._buffer)
 
     def replay(self, points: Iterable[tuple[str, float, int, int]]) -> None:
-        """Re-buffer points saved in a checkpoint, minus those the run already holds."""
-        self._buffer.extend(p for p in points if (p[0], p[3]) not in self._stored)
+        """Re-buffer points saved in a checkpoint, minus those the run already holds.
+
+        Replayed points count as held from now on: the resumed loop re-evaluates
+        at the checkpoint's step, and that evaluation is already among them.
+        """
+        for p in points:
+            if (p[0], p[3]) not in self._stored:
+                self._buffer.append(tuple(p))
+                self._stored.add((p[0], p[3]))
 
     def flush(self) -> None:
         from mlflow.entities import Metric

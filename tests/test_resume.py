@@ -110,22 +110,28 @@ def _metrics(step: int) -> dict[str, float]:
     return {"train/loss": 1.0 / (step + 1), "train/kl": 0.1 * step}
 
 
-def _save_then_crash(tmp_path: Path, uri: str, flush_first: int) -> tuple[str, Path]:
-    """Steps 0..5 with a checkpoint at 3 (flushed) and 6 (saved, then the flush dies after `flush_first` points)."""
-    tr = Tracker(uri, "resume-units")
-    run_id = tr.start("r", {}, {})
-    run_dir = tmp_path / "run"
-    for step in range(7):
-        if step in (3, 6):
-            checkpoint.save(run_dir, {"step": step, "run_id": run_id, "pending_metrics": tr.pending()})
-            if step == 3:
-                tr.flush()
-        if step < 6:
+def _eval(step: int) -> dict[str, float]:
+    return {"eval/gold": 0.01 * step}
+
+
+def _loop(tr: Tracker, run_dir: Path, start: int, stop: int, every: int = 3) -> None:
+    """The loops' order: evaluate (every `every`), checkpoint, then train and log the step."""
+    for step in range(start, stop + 1):
+        if step % every == 0:
+            tr.log_metrics(_eval(step), step)
+        if step > start and step % every == 0:
+            checkpoint.save(run_dir, {"step": step, "run_id": tr.run_id, "pending_metrics": tr.pending()})
+            tr.flush()
+        if step < stop:
             tr.log_metrics(_metrics(step), step)
-    # the process dies during the flush of checkpoint 6: only the first points land
-    tr._buffer = tr.pending()[:flush_first]  # noqa: SLF001 - simulate a flush cut short
-    tr.flush()
-    return run_id, run_dir
+
+
+def _assert_history(uri: str, run_id: str, stop: int, every: int = 3) -> None:
+    hist = histories(uri, run_id)
+    for key in ("train/loss", "train/kl"):
+        assert [s for s, _ in hist[key]] == list(range(stop)), key
+        assert [v for _, v in hist[key]] == pytest.approx([_metrics(s)[key] for s in range(stop)])
+    assert [s for s, _ in hist["eval/gold"]] == list(range(0, stop + 1, every))
 
 
 @pytest.fixture(scope="module")
@@ -134,33 +140,36 @@ def uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
 
 
-@pytest.mark.parametrize("flush_first", [0, 3, 6])
-def test_resume_replays_a_flush_cut_short_exactly_once(tmp_path, uri, flush_first):
-    run_id, run_dir = _save_then_crash(tmp_path, uri, flush_first)
-    ckpt = checkpoint.load(run_dir)
-    assert ckpt["step"] == 6 and len(ckpt["pending_metrics"]) == 6  # steps 3, 4, 5 x 2 keys
+@pytest.mark.parametrize("flushed", [0, 4, 7])
+def test_resume_replays_a_flush_cut_short_exactly_once(tmp_path, uri, flushed):
+    """Killed after checkpoint 6 was renamed into place, when `flushed` of its 7 pending points had landed."""
+    tr = Tracker(uri, "resume-units")
+    run_id = tr.start("r", {}, {})
+    run_dir = tmp_path / "run"
+    _loop(tr, run_dir, 0, 3)  # checkpoint 3, flushed
+    for step in range(3, 6):
+        tr.log_metrics(_metrics(step), step)
+    tr.log_metrics(_eval(6), 6)
+    checkpoint.save(run_dir, {"step": 6, "run_id": run_id, "pending_metrics": tr.pending()})
+    tr._buffer = tr.pending()[:flushed]  # noqa: SLF001 - the process dies during this flush
+    tr.flush()
 
+    ckpt = checkpoint.load(run_dir)
+    assert ckpt["step"] == 6 and len(ckpt["pending_metrics"]) == 7  # steps 3, 4, 5 x 2 keys + eval at 6
     tr = Tracker(uri, "resume-units")  # the resumed job, as rlhf_sweeps.job does it
     tr.start("r", {}, {}, run_id=run_id)
     tr.replay(ckpt["pending_metrics"])
-    for step in range(ckpt["step"], 9):
-        tr.log_metrics(_metrics(step), step)
+    _loop(tr, run_dir, ckpt["step"], 9)  # re-evaluates at 6, as the loops do
     tr.finish()
-
-    hist = histories(uri, run_id)
-    for key in ("train/loss", "train/kl"):
-        assert [s for s, _ in hist[key]] == list(range(9)), key
-        assert [v for _, v in hist[key]] == pytest.approx([_metrics(s)[key] for s in range(9)])
+    _assert_history(uri, run_id, 9)
 
 
 def test_failed_run_keeps_its_curve_and_a_resume_does_not_duplicate_it(tmp_path, uri):
     """A failure flushes the buffer (steps after the last checkpoint); a later resume drops those steps."""
     tr = Tracker(uri, "resume-units")
     run_id = tr.start("r", {}, {})
-    for step in range(5):  # checkpoint at 2, failure during step 5
-        if step == 2:
-            checkpoint.save(tmp_path / "run", {"step": step, "run_id": run_id, "pending_metrics": tr.pending()})
-            tr.flush()
+    _loop(tr, tmp_path / "run", 0, 3)
+    for step in range(3, 5):  # fails during step 5
         tr.log_metrics(_metrics(step), step)
     tr.finish("FAILED", "FloatingPointError: non-finite loss")
     assert [s for s, _ in histories(uri, run_id)["train/loss"]] == [0, 1, 2, 3, 4]
@@ -169,12 +178,10 @@ def test_failed_run_keeps_its_curve_and_a_resume_does_not_duplicate_it(tmp_path,
     tr = Tracker(uri, "resume-units")
     tr.start("r", {}, {}, run_id=run_id)
     tr.replay(ckpt["pending_metrics"])
-    for step in range(ckpt["step"], 7):
-        tr.log_metrics(_metrics(step), step)
+    _loop(tr, tmp_path / "run", ckpt["step"], 9)
     tr.finish()
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
-    assert [s for s, _ in histories(uri, run_id)["train/loss"]] == list(range(7))
-
+    _assert_history(uri, run_id, 9)

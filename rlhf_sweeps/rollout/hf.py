@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from rlhf_sweeps.algos.ops import response_mask
 from rlhf_sweeps.models import left_pad, special_ids
 from rlhf_sweeps.rollout.base import Rollout
 
@@ -59,7 +60,9 @@ class HFSampler:
         # processed scores = logits / temperature (after top-p masking)
         scores = torch.stack(out.scores, dim=1).float()  # (N, t, V)
         lp = torch.log_softmax(scores, dim=-1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
-        lp = torch.where(resp == pad_id, torch.zeros_like(lp), lp)
+        # zero exactly what the trainer masks (after the first <eos>): a <pad> the
+        # model samples mid-response is a real token with a real log-prob
+        lp = torch.where(response_mask(resp, eos_id), lp, torch.zeros_like(lp))
         pad = T - resp.shape[1]
         if pad:
             resp = torch.nn.functional.pad(resp, (0, pad), value=pad_id)

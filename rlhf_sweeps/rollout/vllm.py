@@ -23,7 +23,9 @@ Side effects of an in-process vLLM worker that this class undoes (a job keeps
 training in the same process, and a basic-launcher sweep runs many jobs in it):
 the CPU worker replaces `torch.set_num_threads` by a no-op and drops torch to
 one thread, and it reseeds the global `random` / numpy / torch generators.
-Both are restored after the engine starts.
+Both are restored after the engine starts; `generate` switches to vLLM's
+serving thread count (1) for the call only. On 2 shared cores that choice
+matters: 2 intra-op threads made vLLM 4-5x slower than 1 (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -144,6 +146,9 @@ class VLLMSampler:
                     enable_sleep_mode=bool(rollout_cfg.enable_sleep_mode and on_cuda),  # CUDA-only
                     max_model_len=max_len,  # small models: a small KV budget per sequence
                 )
+                # vLLM serves with 1 intra-op thread unless OMP_NUM_THREADS says otherwise
+                # (spin-waiting OMP workers slow its step loop); keep that for generate()
+                self._serving_threads = torch.get_num_threads()
             except Exception as err:
                 _release_engine_state()  # a half-started engine must not poison the next job
                 raise RuntimeError(
@@ -179,8 +184,13 @@ class VLLMSampler:
             )
             for s in self._request_seeds(seed, len(prompts), n)
         ]
-        outs = self.llm.generate([self._TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                 use_tqdm=False)
+        trainer_threads = torch.get_num_threads()
+        torch.set_num_threads(self._serving_threads)
+        try:
+            outs = self.llm.generate([self._TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                     use_tqdm=False)
+        finally:
+            torch.set_num_threads(trainer_threads)
         responses = torch.full((len(prompts) * n, T), PAD_ID, dtype=torch.long)  # (N, T)
         logprobs = torch.zeros((len(prompts) * n, T), dtype=torch.float32)  # (N, T)
         row = 0
