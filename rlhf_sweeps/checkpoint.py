@@ -27,17 +27,23 @@ CKPT_NAME = "checkpoint.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    # only onto the same number of GPUs; a GPU checkpoint resumed on a CPU node has none to set
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save(run_dir: Path, state: dict[str, Any]) -> Path:
@@ -65,7 +71,9 @@ def load(run_dir: Path) -> Optional[dict[str, Any]]:
         return None
     # numpy / python RNG states are plain tuples and arrays; allow just those.
     with torch.serialization.safe_globals([np.ndarray, np.dtype, np.dtypes.UInt32DType, _np_reconstruct()]):
-        return torch.load(path, weights_only=True)
+        # on the CPU first: a GPU run's checkpoint also resumes on a CPU node; load_state_dict
+        # copies to wherever the model and optimizer live
+        return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def _np_reconstruct():

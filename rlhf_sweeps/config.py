@@ -38,6 +38,7 @@ FAMILIES = ("llama", "gpt_neox")
 # a hub id: "org/name", optionally "@revision"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 DTYPES = ("float32", "bfloat16", "float16")
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class ConfigError(ValueError):
@@ -155,10 +156,12 @@ class ModelConfig:
     vocab_size: Optional[int] = None  # null: the embedded world's vocabulary
     proxy_rm_arch: Optional[ArchConfig] = None
     gold_rm_arch: Optional[ArchConfig] = None
-    # Training precision and memory (the GPU path and the dry run's estimate). `dtype` is
-    # the compute dtype (autocast) and the frozen models' dtype; the policy's weights,
-    # gradients and Adam moments stay fp32: an Adam step at lr 1e-7 changes almost no
-    # bf16 weight (bench/gpu_check.py counts it).
+    # Training precision and memory (the GPU path and the dry run's estimate). On CUDA,
+    # `dtype` is the compute dtype (autocast) and the reward models' weight dtype; the
+    # policy's weights, gradients and Adam moments stay fp32 (an Adam step at lr 1e-7
+    # changes almost no bf16 weight: bench/gpu_check.py counts it), and so does the
+    # reference, so that it computes what the initial policy computes (models.prepare_for_training).
+    # `gradient_checkpointing` applies on CUDA only. On the CPU everything is fp32.
     dtype: str = "float32"
     gradient_checkpointing: bool = False
 
@@ -241,6 +244,9 @@ class Config:
     eval_every: int = 20
     checkpoint_every: int = 50
     threads: Optional[int] = None  # torch threads; None = SLURM/submitit allotment or all cores
+    # Where the policy, reference and reward models run: auto (cuda if torch sees a GPU, else
+    # cpu), cpu, cuda or cuda:N. The synthetic world's stages (SFT, proxy RM) always train on CPU.
+    device: str = "auto"
     cache_dir: str = "${project_root:}/artifacts"
     force: bool = False
     dry_run: bool = False
@@ -304,6 +310,24 @@ def _check_real_task(cfg: Any, need: Callable) -> None:
         except ValueError as err:
             need(False, "task.prompt_template", task.prompt_template,
                  f"not a valid str.format template ({err}); columns go in braces, literal braces doubled")
+
+
+def _check_device(spec: Any, need: Callable, available: bool) -> None:
+    """`device`: a known form; with `available`, a CUDA device that this torch can see when one is named."""
+    if not DEVICE.match(str(spec)):
+        need(False, "device", spec, "allowed values are auto, cpu, cuda, cuda:N (e.g. device=cuda:0)")
+        return
+    if not available or not str(spec).startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = ("this torch is a CPU build" if torch.version.cuda is None
+               else "torch was built for CUDA but sees no GPU (driver, CUDA_VISIBLE_DEVICES, or a CPU-only node)")
+        need(False, "device", spec, f"CUDA is not available: {why} (torch {torch.__version__}). Run on a GPU "
+             "node with a CUDA build of torch, or pass device=cpu (device=auto picks cuda only when there is one)")
+    elif ":" in str(spec) and int(str(spec).split(":")[1]) >= torch.cuda.device_count():
+        need(False, "device", spec, f"this node has {torch.cuda.device_count()} visible GPU(s), numbered from 0")
 
 
 def _finite(x: Any) -> bool:
@@ -372,10 +396,14 @@ def validate(cfg: Any) -> None:
         need(m.head_dim in (32, 64, 80, 96, 112, 128, 256), "model.head_dim", m.head_dim,
              "vLLM's CPU attention needs head_dim 32 or 64 (16 is rejected)")
     choice("model.dtype", m.dtype, DTYPES)
+    need(m.dtype != "float16", "model.dtype", m.dtype,
+         "float16 training needs loss scaling, which the loops do not do; use bfloat16 (fp32 weights, "
+         "bf16 autocast on CUDA) or float32")
     choice("model.family", m.family, FAMILIES)
     mb = algo.micro_batch_size
     need(mb is None or mb >= 1, "algo.micro_batch_size", mb, "must be >= 1, or null for the whole batch")
     positive("gpu.memory_gb", cfg.gpu.memory_gb, "80")
+    _check_device(cfg.device, need, available=not cfg.dry_run)  # a dry run plans a GPU job from anywhere
     if cfg.task.name in REAL_TASKS:
         _check_real_task(cfg, need)
 

@@ -42,11 +42,14 @@ class SequenceStats:
 
 @torch.no_grad()
 def sequence_stats(policy, ref, prompts, responses, temperature: float, batch_size: int = 256) -> SequenceStats:
+    """Computed on the policy's device; returned on the CPU, like the scorers' rewards."""
     pad_id, eos_id = special_ids(policy)
+    device = next(policy.parameters()).device
     parts = []
     for s in range(0, len(prompts), batch_size):
         resp = responses[s : s + batch_size]
-        batch = make_sequence_batch(prompts[s : s + batch_size], resp, eos_id, pad_id)
+        batch = make_sequence_batch(prompts[s : s + batch_size], resp, eos_id, pad_id).to(device)
+        resp = resp.to(device)
         logits, ref_logits = response_logits(policy, batch), response_logits(ref, batch)
         mask = batch.response_mask
         logp = logprobs_from_logits(logits, resp, temperature)
@@ -61,7 +64,7 @@ def sequence_stats(policy, ref, prompts, responses, temperature: float, batch_si
             mask.sum(1) - eos.long(),
             eos,
         ))
-    return SequenceStats(*(torch.cat(cols) for cols in zip(*parts)))
+    return SequenceStats(*(torch.cat(cols).cpu() for cols in zip(*parts)))
 
 
 def win_rate(gold: torch.Tensor, init_gold: torch.Tensor, n_prompts: int) -> float:

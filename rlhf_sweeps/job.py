@@ -38,10 +38,11 @@ DONE_FILE = "done.json"
 RUN_ID_FILE = "mlflow_run_id"
 TAG_THREADS = "torch_threads"
 TAG_RESUMED_FROM = "resumed_from_step"
-# keys that do not change what a run computes; excluded from its identity
-_NOT_IDENTITY = ("force", "dry_run", "threads")
+# keys that do not change what a run computes; excluded from its identity. `device` says
+# where it runs (and `auto` is the same key on a CPU and a GPU node), like `threads`.
+_NOT_IDENTITY = ("force", "dry_run", "threads", "device")
 # overrides that would only clutter a run name
-_NOT_IN_NAME = ("tracking.", "cache_dir", "force", "dry_run", "threads", "hydra/", "hydra.")
+_NOT_IN_NAME = ("tracking.", "cache_dir", "force", "dry_run", "threads", "device", "hydra/", "hydra.")
 
 
 @dataclass

@@ -13,6 +13,9 @@ embedded world's.
 
 from __future__ import annotations
 
+import copy
+import functools
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +130,55 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32,
     return model
 
 
+def resolve_device(spec: str = "auto") -> torch.device:
+    """The config's `device`: auto = CUDA when this torch sees a GPU, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def autocast_forward(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
+    """Run every forward of `model` (training passes, no-grad passes, `generate`) under autocast.
+
+    The weights keep their dtype (the policy's stay fp32: one Adam step at lr 1e-7
+    changes almost no bf16 weight, bench/gpu_check.py); matmuls run in `dtype`. As
+    accelerate's mixed precision does, the instance's `forward` is replaced, here by a
+    method bound to the model, so `copy.deepcopy(model)` gets one bound to the copy.
+    """
+    forward = type(model).forward
+
+    @functools.wraps(forward)  # keeps the signature, which `generate` inspects
+    def forward_in_autocast(self, *args, **kwargs):
+        with torch.autocast(self.device.type, dtype=dtype):
+            return forward(self, *args, **kwargs)
+
+    model.forward = types.MethodType(forward_in_autocast, model)
+    return model
+
+
+def prepare_for_training(policy: PreTrainedModel, device: torch.device, dtype: str = "float32",
+                         gradient_checkpointing: bool = False) -> tuple[PreTrainedModel, PreTrainedModel]:
+    """(policy, reference) on `device`; the reference is a frozen copy of the policy as loaded.
+
+    On CUDA only, so that the CPU path stays plain fp32, bit for bit: `dtype` bfloat16
+    runs both models' forwards under bf16 autocast over fp32 weights (the reference stays
+    fp32 too, so the two compute the same function and the KL starts at exactly 0), and
+    `gradient_checkpointing` recomputes the policy's activations in the backward pass.
+    """
+    policy = policy.to(device)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    if device.type == "cuda":
+        if dtype != "float32":
+            for model in (policy, ref):
+                autocast_forward(model, getattr(torch, dtype))
+        if gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # HF checkpoints only in training mode (from_pretrained returns eval mode). The
+            # Llama / Pythia configs used here have dropout 0, so nothing else changes.
+            policy.train()
+    return policy, ref
+
+
 def special_ids(model: PreTrainedModel) -> tuple[int, int]:
     """(pad_id, eos_id) from the model's config; the embedded world's when unset."""
     pad = getattr(model.config, "pad_token_id", None)
@@ -176,6 +228,11 @@ class SequenceBatch:
         """The rows of a micro-batch (the left-padded prompt width P is shared)."""
         return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.position_ids[rows],
                              self.prompt_len, self.response_mask[rows])
+
+    def to(self, device: torch.device) -> "SequenceBatch":
+        """The batch on `device` (it is built on the CPU; on the CPU this copies nothing)."""
+        return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                             self.position_ids.to(device), self.prompt_len, self.response_mask.to(device))
 
 
 def left_pad(seqs: list[list[int]], pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,7 +309,10 @@ __all__ = [
     "load_reward_model",
     "make_sequence_batch",
     "ensure_distinct_pad",
+    "autocast_forward",
+    "prepare_for_training",
     "resolve_checkpoint",
+    "resolve_device",
     "response_logits",
     "right_pad",
     "special_ids",

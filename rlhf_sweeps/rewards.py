@@ -10,6 +10,9 @@ the policy's tokens are decoded to text and re-tokenized for the RM. There,
 per the real-scale issue, the proxy is only centered (mean 0, its own scale
 kept, so `algo.eos_penalty` and the KL coefficient keep the units of the
 public TL;DR recipes) and the gold is standardized (mean 0, variance 1).
+
+Every scorer returns a CPU float tensor whatever device its model is on; a
+loop moves what it needs.
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ class RewardModelScorer:
 
     @torch.no_grad()
     def raw(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
         out = []
         for s in range(0, len(prompts), self.batch_size):
             ids, mask = chain_sequences(prompts[s : s + self.batch_size], responses[s : s + self.batch_size])
-            out.append(self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float())
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out.append(logits[:, 0].float().cpu())
         return torch.cat(out)
 
     def __call__(self, prompts: list[list[int]], responses: torch.Tensor) -> torch.Tensor:

@@ -62,8 +62,9 @@ def ensure_stage(cache_dir: str | Path, name: str, spec: dict, build: Callable[[
     with file_lock(cache_dir / "stages" / f".{final.name}.lock"):
         if (final / DONE_FILE).exists():  # another job built it while we waited
             return final
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # builders killed mid-build (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         t0 = time.time()
         meta = build(tmp)

@@ -62,7 +62,8 @@ def _synthetic(cfg) -> TaskBundle:
     world = prepare_world(cfg)
     tokenizer = build_tokenizer(world.language.params.n_words)
     norm = world.normalization
-    rm = load_reward_model(world.proxy_dir)
+    device, dtype = _device_and_dtype(cfg)
+    rm = load_reward_model(world.proxy_dir, dtype).to(device)
     return TaskBundle(
         policy_dir=world.sft_dir,
         proxy=RewardModelScorer(rm, Normalization(**norm["proxy"])),
@@ -95,11 +96,15 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def _device_and_dtype(cfg):
+    """Where the reward models run (`device`), and their weights' dtype: `model.dtype` on CUDA."""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.device("cuda"), getattr(torch, cfg.model.dtype)
-    return torch.device("cpu"), torch.float32
+    from rlhf_sweeps.models import resolve_device
+
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        return device, getattr(torch, cfg.model.dtype)
+    return device, torch.float32
 
 
 def prepare_policy(cfg, source: Path) -> Path:

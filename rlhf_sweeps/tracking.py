@@ -16,19 +16,20 @@ write it, and each has a guard here:
   process migrates and the others find the tables made.
 * "database is locked". SQLite lets one writer at a time; MLflow makes the
   others wait up to 20 s (`PRAGMA busy_timeout`); a write that waits longer
-  fails. Every write goes through
-  `_retry` (exponential backoff with jitter, ~1 min in all). A retried
-  `log_batch` resends the same `Metric` objects (same timestamps), and MLflow's
-  metrics primary key is (key, timestamp, step, value): a batch that landed
-  before the error was reported is not stored twice.
+  fails. Every write goes through `_retry`: 12 attempts, exponential backoff
+  with jitter between them (each attempt may itself wait the 20 s), and a
+  line on stderr per retry. A retried `log_batch` resends the same `Metric`
+  objects (same timestamps), and MLflow's metrics primary key is (key,
+  timestamp, step, value): a batch that landed before the error was reported
+  is not stored twice.
 
 Measured on the 2-core dev VM (load ~8 from other work): 8 processes x 100
 unbuffered `log_batch` calls of 10 metrics into one file needed no retry at all
 (SQLite's 20 s wait absorbed the contention), ~0.3-0.4 s per call;
 `tests/test_tracking_concurrency.py` checks that every point of such writers
 lands exactly once, and that writers survive a lock held for longer than
-that wait (they retry). SQLite is therefore the default; jobs write even less than
-that test, because metrics are buffered (below).
+that wait (they retry). SQLite is therefore the default; jobs write far less
+than that test, because metrics are buffered until a checkpoint (below).
 
 SQLite's locks are not reliable on network file systems (NFS, Lustre): when
 jobs run on several nodes, start one tracking server on a machine that owns

@@ -65,6 +65,8 @@ def test_experiment_overrides_primary_values():
         ("rollout.temperature=0", "rollout.temperature=0.0", "positive"),
         ("rollout.top_p=1.5", "rollout.top_p=1.5", "(0, 1]"),
         ("steps=0", "steps=0", ">= 1"),
+        ("device=gpu", "device='gpu'", "auto, cpu, cuda, cuda:N"),
+        ("model.dtype=float16", "model.dtype='float16'", "bfloat16"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(override, key, hint):
@@ -72,6 +74,18 @@ def test_bad_values_name_the_key_and_the_fix(override, key, hint):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert key in str(err.value) and hint in str(err.value)
+
+
+def test_cuda_device_without_a_gpu_says_what_to_do():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError) as err:
+        validate(_compose(["device=cuda"]))
+    assert "device='cuda'" in str(err.value) and "device=cpu" in str(err.value)
+    validate(_compose(["device=cuda", "dry_run=true"]))  # a dry run plans a GPU job from any machine
+    validate(_compose(["device=auto"]))
 
 
 def test_all_problems_reported_at_once():

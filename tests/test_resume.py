@@ -75,7 +75,7 @@ def test_sigkill_then_rerun_resumes_into_the_same_run_exactly(tmp_path):
     assert killed_at in (2 * EVERY, 3 * EVERY) and not (ckpt_path.parent / "done.json").exists()
     ckpt = checkpoint.load(ckpt_path.parent)  # everything a resume needs, loadable with weights_only
     assert set(ckpt) >= {"step", "run_id", "policy", "optimizer", "rng", "init_gold", "extra", "pending_metrics"}
-    assert set(ckpt["rng"]) == {"torch", "numpy", "python"} and "coef" in ckpt["extra"]
+    assert set(ckpt["rng"]) >= {"torch", "numpy", "python"} and "coef" in ckpt["extra"]
     assert ckpt["optimizer"]["state"] and ckpt["init_gold"].numel() > 0
     (killed,) = mlflow_runs(uri)
     assert killed.info.status == "RUNNING"  # SIGKILL: nothing could mark it

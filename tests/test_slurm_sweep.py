@@ -2,9 +2,9 @@
 
 `launch.py -m hydra/launcher=slurm ...` submits one job array; each task is a
 SLURM job with its own CPU allotment. The same command again trains nothing.
-A job requeued while it trains (what a timeout or a preemption does, through
-submitit) restarts from its checkpoint in the same content-addressed folder
-and finishes into the same MLflow run.
+A job requeued while it trains (by hand, or by submitit on the signal of a
+timeout or a preemption) restarts from its checkpoint in the same
+content-addressed folder and finishes into the same MLflow run.
 """
 
 from __future__ import annotations
@@ -68,37 +68,67 @@ def test_slurm_sweep_lands_four_runs_under_one_parent_then_skips(slurm_env, tmp_
     assert elapsed < 120, f"a sweep with nothing to train took {elapsed:.0f}s"
 
 
-def test_scontrol_requeue_resumes_from_the_checkpoint_into_the_same_run(slurm_env, tmp_path, cache_dir):
-    steps, every = 600, 50
+def _wait_pending(job_id: str, env: dict, timeout: float = 90) -> None:
+    """Until the requeued job is back in the queue (its old allocation is gone)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True,
+                               text=True, timeout=30).stdout.strip()
+        if state == "PENDING":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not go back to the queue within {timeout}s")
+
+
+@pytest.mark.parametrize("interrupt", ["scontrol requeue", "preemption signal"])
+def test_requeued_job_resumes_from_its_checkpoint_into_the_same_run(slurm_env, tmp_path, cache_dir, interrupt):
+    """`scontrol requeue` (SIGTERM, ignored by submitit, then SIGKILL), or the signal SLURM sends
+    on preemption or timeout (SIGUSR2: submitit requeues the job itself and exits)."""
+    steps, every = 400, 50
     args = _args(tmp_path, cache_dir, "sweep", f"steps={steps}", f"checkpoint_every={every}",
                  f"eval_every={every}")
     launcher = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=_env(slurm_env), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     submitit = tmp_path / "sweep" / ".submitit"
+    runs_dir = cache_dir / "runs"
     job_id, ckpt_step, deadline = None, -1, time.time() + 600
     while time.time() < deadline and launcher.poll() is None:
         logs = sorted(submitit.glob("*/*_log.out")) if submitit.exists() else []
-        runs = [p for p in (cache_dir / "runs").glob("*/checkpoint.pt") if not (p.parent / "done.json").exists()]
-        if logs and runs:
+        mine = [p for p in runs_dir.glob("*/checkpoint.pt") if not (p.parent / "done.json").exists()]
+        if logs and mine:
             job_id = logs[0].parent.name
             try:
-                ckpt_step = torch.load(runs[0], weights_only=False)["step"]
+                ckpt_step = torch.load(mine[0], weights_only=False)["step"]
             except Exception:  # noqa: BLE001 - being replaced right now
                 ckpt_step = -1
             if ckpt_step >= 2 * every:
                 break
         time.sleep(0.5)
     assert job_id and ckpt_step >= 2 * every, launcher.communicate()[0][-5000:] if launcher.poll() is not None else ""
-    subprocess.run(["scontrol", "requeue", job_id], env=slurm_env, check=True, timeout=60)
+    if interrupt == "scontrol requeue":
+        cmd = ["scontrol", "requeue", job_id]
+    else:  # what submitit's own Job._interrupt() sends
+        cmd = ["scancel", job_id, "--signal", "USR2"]
+    subprocess.run(cmd, env=slurm_env, check=True, timeout=60)
+    _wait_pending(job_id, slurm_env)
+    if interrupt == "preemption signal":  # submitit's sys.exit went through the job: run KILLED, for now
+        (run,) = [r for r in mlflow_runs(f"sqlite:///{tmp_path / 'db'}") if r.data.tags.get("sweep_parent") != "true"]
+        assert run.info.status == "KILLED" and "SystemExit" in run.data.tags["failure_reason"]
+    # SLURM holds a requeued job back ~2 minutes (its begin time): let it start now
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=slurm_env, check=True,
+                   timeout=30)
     out, _ = launcher.communicate(timeout=900)
     assert launcher.returncode == 0, out[-5000:]
     assert "1 job(s): 1 finished;" in out and "(resumed from step" in out, out[-3000:]
 
     log = (submitit / job_id / f"{job_id}_0_log.out").read_text()
+    if interrupt != "scontrol requeue":
+        assert "Requeued job" in log, log[-3000:]
     m = re.search(r"resuming from step (\d+)", log)
     assert m and int(m.group(1)) >= ckpt_step, log[-3000:]
     (run,) = [r for r in mlflow_runs(f"sqlite:///{tmp_path / 'db'}") if r.data.tags.get("sweep_parent") != "true"]
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from_step"] == m.group(1)
+    assert "failure_reason" not in run.data.tags
     for key, points in histories(f"sqlite:///{tmp_path / 'db'}", run.info.run_id).items():
         got = [s for s, _ in points]
         want = list(range(0, steps + 1, every)) if key.startswith("eval/") else list(range(steps))

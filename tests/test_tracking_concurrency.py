@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -79,6 +78,7 @@ def test_parallel_writers_on_a_fresh_store_lose_and_duplicate_nothing(tmp_path):
     _assert_exactly_once(uri, n_writers, n_steps)
 
 
+@pytest.mark.slow  # holds the lock 24 s
 def test_writers_survive_a_lock_held_longer_than_sqlites_wait(tmp_path):
     """Another process holds the write lock for 24 s, longer than the 20 s SQLite wait MLflow sets
     (PRAGMA busy_timeout): writers get "database is locked", back off, retry, and lose nothing."""

@@ -99,6 +99,8 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
     T = cfg.rollout.temperature
     k = cfg.algo.k
     pad_id, eos_id = special_ids(job.policy)  # the policy's own tokenizer ids (Pythia: eos=0)
+    # samplers and scorers return CPU tensors; what the update needs goes to the policy's device
+    device = next(job.policy.parameters()).device
     staleness = 0
     bar = tqdm(range(start_step, cfg.steps + 1), desc=f"{cfg.algo.name}/{reg.name}", initial=start_step,
                total=cfg.steps + 1, dynamic_ncols=True)
@@ -120,13 +122,14 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         t0 = time.perf_counter()
         prompts = job.train_prompts(step)
         rollout = job.sampler.generate(prompts, n=k, seed=int(np.random.default_rng([cfg.seed, step, 1]).integers(2**31)))
-        responses = rollout.responses  # (N, T)
+        responses = rollout.responses.to(device)  # (N, T)
+        rollout_logp = None if rollout.logprobs is None else rollout.logprobs.to(device)  # (N, T)
         t1 = time.perf_counter()
-        scores = job.proxy(rollout.prompts, responses)  # (N,)
+        scores = job.proxy(rollout.prompts, rollout.responses).to(device)  # (N,)
         t2 = time.perf_counter()
 
         # ---- pass 1, no grad: log-probs under the policy and the reference, same temperature
-        batch = make_sequence_batch(rollout.prompts, responses, eos_id, pad_id)
+        batch = make_sequence_batch(rollout.prompts, rollout.responses, eos_id, pad_id).to(device)
         mask = batch.response_mask  # (N, T)
         N = len(responses)
         size = cfg.algo.micro_batch_size or N  # plan.py checked that it divides N
@@ -151,8 +154,8 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
 
         # ---- pass 2: policy update, gradients accumulated over micro-batches
         is_weights, clipped = None, None
-        if cfg.rollout.is_correction and rollout.logprobs is not None:
-            is_weights, clipped = truncated_is_weights(logp, rollout.logprobs, mask,
+        if cfg.rollout.is_correction and rollout_logp is not None:
+            is_weights, clipped = truncated_is_weights(logp, rollout_logp, mask,
                                                        cfg.rollout.is_correction, cfg.rollout.is_cap)
         job.optimizer.zero_grad(set_to_none=True)
         n_tokens = mask.sum().clamp(min=1)
@@ -208,8 +211,8 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 M.PERF_STEP_S: t4 - t0,
                 M.PERF_RSS_GB: job.rss_gb(),
             }
-            if rollout.logprobs is not None:
-                gap = (logp - rollout.logprobs).abs()
+            if rollout_logp is not None:
+                gap = (logp - rollout_logp).abs()
                 train[M.ROLLOUT_LOGPROB_GAP_MEAN] = masked_mean(gap, mask)
                 train[M.ROLLOUT_LOGPROB_GAP_MAX] = torch.where(mask, gap, torch.zeros_like(gap)).max()
             if clipped is not None:

@@ -13,7 +13,6 @@ only picks the loop: rloo / reinforce -> `online.train_online`, simpo / dpo ->
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from rlhf_sweeps import checkpoint
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.evaluation import Evaluator
-from rlhf_sweeps.models import load_causal_lm
+from rlhf_sweeps.models import load_causal_lm, prepare_for_training, resolve_device
 from rlhf_sweeps.rollout import make_sampler
 
 
@@ -42,8 +41,12 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     task = build_task(cfg)
     tracker.log_json(task.meta, "task_stages.json")
 
-    policy = load_causal_lm(task.policy_dir)
-    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    # policy and reference on `device` (bf16 autocast / gradient checkpointing on CUDA only);
+    # build_task put the reward models there too
+    device, m = resolve_device(cfg.device), cfg.model
+    policy, ref = prepare_for_training(load_causal_lm(task.policy_dir, trust_remote_code=m.trust_remote_code),
+                                       device, m.dtype, m.gradient_checkpointing)
+    tracker.set_tags({"device": str(device)})
     proxy, gold = task.proxy, task.gold
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     coef_ctl = make_coef_controller(cfg)

@@ -22,8 +22,9 @@ class HFSampler:
         T = self.cfg.max_new_tokens
         responses, logprobs = [], []
         per_call = max(1, self.batch_size // n)
-        # fork_rng: sampling must not move the training RNG stream
-        with torch.random.fork_rng(devices=[]):
+        # fork_rng: sampling must not move the training RNG stream (on a GPU, the one it samples with)
+        device = next(self.model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             for start in range(0, len(prompts), per_call):
                 r, lp = self._generate_chunk(prompts[start : start + per_call], n, T)
