@@ -15,15 +15,28 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from rlhf_sweeps import checkpoint
 from rlhf_sweeps.tracking import Tracker
 
 try:
-    from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch
+    from tests.launching import (
+        SMALL,
+        histories,
+        launch_cmd,
+        launch_env,
+        mlflow_runs,
+        run_launch,
+    )
 except ModuleNotFoundError:  # pytest's rootdir-less "prepend" import
-    from launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch  # type: ignore
+    from launching import (  # type: ignore
+        SMALL,
+        histories,
+        launch_cmd,
+        launch_env,
+        mlflow_runs,
+        run_launch,
+    )
 
 STEPS, EVERY = 30, 5
 
@@ -35,7 +48,7 @@ def _args(tmp_path: Path, db: str) -> list[str]:
 
 def _ckpt_step(path: Path) -> int:
     try:
-        return int(torch.load(path, weights_only=False, map_location="cpu")["step"])
+        return int(checkpoint.load(path.parent)["step"])
     except Exception:  # noqa: BLE001 - not there yet
         return -1
 

@@ -15,13 +15,28 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+
+from rlhf_sweeps import checkpoint
 
 try:
-    from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch
+    from tests.launching import (
+        SMALL,
+        histories,
+        launch_cmd,
+        launch_env,
+        mlflow_runs,
+        run_launch,
+    )
     from tests.slurm_cluster import slurm_env  # noqa: F401 - a pytest fixture
 except ModuleNotFoundError:  # pytest's rootdir-less "prepend" import
-    from launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch  # type: ignore
+    from launching import (  # type: ignore
+        SMALL,
+        histories,
+        launch_cmd,
+        launch_env,
+        mlflow_runs,
+        run_launch,
+    )
     from slurm_cluster import slurm_env  # type: ignore  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -98,7 +113,7 @@ def test_requeued_job_resumes_from_its_checkpoint_into_the_same_run(slurm_env, t
         if logs and mine:
             job_id = logs[0].parent.name
             try:
-                ckpt_step = torch.load(mine[0], weights_only=False)["step"]
+                ckpt_step = checkpoint.load(mine[0].parent)["step"]
             except Exception:  # noqa: BLE001 - being replaced right now
                 ckpt_step = -1
             if ckpt_step >= 2 * every:
