@@ -37,7 +37,7 @@ smoke: install ## the whole pipeline in a few steps
 	$(BIN)/python launch.py experiment=smoke
 
 sweep: install ## an example sweep over the embedded model's learning range
-	$(BIN)/python launch.py -m regularizer=entropy,kl,none lr=3e-4,1e-3 seed=0,1
+	$(BIN)/python launch.py -m regularizer=entropy,kl,none lr=1e-4,3e-4 seed=0,1
 
 analysis: install ## over-optimization figures, fits, verdicts for the default experiment
 	$(BIN)/python -m analysis --experiment rlhf-sweeps
