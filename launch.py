@@ -21,6 +21,12 @@ import sys
 
 # vLLM's engine runs in-process: no spawn, no import-time guard problems in jobs.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# `make slurm-up` starts a project-local cluster whose config lives in .slurm/;
+# let `python launch.py -m hydra/launcher=slurm ...` find it without sourcing
+# .slurm/env.sh. A cluster of the user's own (SLURM_CONF set, or /etc/slurm) wins.
+_LOCAL_SLURM_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".slurm", "slurm.conf")
+if "SLURM_CONF" not in os.environ and not os.path.exists("/etc/slurm/slurm.conf") and os.path.exists(_LOCAL_SLURM_CONF):
+    os.environ["SLURM_CONF"] = _LOCAL_SLURM_CONF
 
 import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
