@@ -20,23 +20,9 @@ from rlhf_sweeps import checkpoint
 from rlhf_sweeps.tracking import Tracker
 
 try:
-    from tests.launching import (
-        SMALL,
-        histories,
-        launch_cmd,
-        launch_env,
-        mlflow_runs,
-        run_launch,
-    )
+    from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch
 except ModuleNotFoundError:  # pytest's rootdir-less "prepend" import
-    from launching import (  # type: ignore
-        SMALL,
-        histories,
-        launch_cmd,
-        launch_env,
-        mlflow_runs,
-        run_launch,
-    )
+    from launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch  # type: ignore
 
 STEPS, EVERY = 30, 5
 

@@ -52,6 +52,7 @@ from rlhf_sweeps.algos import (
     rloo_advantages,
     truncated_is_weights,
 )
+from rlhf_sweeps.loops.common import check_finite, sync_after_update
 from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
 
@@ -83,14 +84,6 @@ def make_coef_controller(cfg):
     if cfg.regularizer.adaptive:
         return AdaptiveKLController(cfg.temperature, cfg.regularizer.target, cfg.regularizer.horizon)
     return FixedKLController(cfg.temperature)
-
-
-def check_finite(loss: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"non-finite loss ({loss.item()}) at step {step}. Lower lr or the regularization "
-            "coefficient (temperature=...), or set algo.grad_clip; the last checkpoint is kept."
-        )
 
 
 def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
@@ -171,7 +164,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                                          None if is_weights is None else is_weights[sl])
             pg = pg * (len(logp_mb) / N)
             rl = regularizer_loss(penalty_mb, mb.response_mask, coef, reg) * (mb.response_mask.sum() / n_tokens)
-            check_finite(pg + rl, step)
+            check_finite(pg + rl, step, "the regularization coefficient (temperature=...)")
             (pg + rl).backward()
             pg_loss, reg_loss = pg_loss + pg.detach(), reg_loss + rl.detach()
         loss = pg_loss + reg_loss
@@ -180,10 +173,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         t3 = time.perf_counter()
 
         # ---- push the new weights into the rollout engine
-        staleness += 1
-        if staleness >= cfg.rollout.sync_every:
-            job.sampler.sync_weights(job.policy)
-            staleness = 0
+        staleness = sync_after_update(job.sampler, job.policy, staleness, cfg.rollout.sync_every)
         t4 = time.perf_counter()
 
         # ---- adaptive coefficient, fed the sequence-summed KL (Ziegler et al.)

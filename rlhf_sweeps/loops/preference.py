@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import dpo_loss, logprobs_from_logits, masked_sum, simpo_loss
 from rlhf_sweeps.evaluation import sequence_stats
+from rlhf_sweeps.loops.common import check_finite, sync_after_update
 from rlhf_sweeps.models import (
     SequenceBatch,
     make_sequence_batch,
@@ -146,14 +147,6 @@ def preference_loss(algo_cfg, logp_c, logp_r, len_c, len_r, ref_c=None, ref_r=No
     raise ValueError(f"algo.name={algo_cfg.name!r} is not a preference algorithm (simpo, dpo, online_simpo)")
 
 
-def check_finite(loss: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"non-finite loss ({loss.item()}) at step {step}. Lower lr or algo.beta, or set "
-            "algo.grad_clip; the last checkpoint is kept."
-        )
-
-
 def preference_update(job: PreferenceJob, prompts: list[list[int]], chosen: list[list[int]],
                       rejected: list[list[int]], step: int) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """One optimizer step on B pairs; returns (loss, pref stats, grad norm).
@@ -182,7 +175,7 @@ def preference_update(job: PreferenceJob, prompts: list[list[int]], chosen: list
                 ref_logp, _ = sequence_logps(job.ref, batch, resp)
             ref_c, ref_r = ref_logp[:n], ref_logp[n:]
         loss, stats = preference_loss(cfg.algo, logp[:n], logp[n:], length[:n], length[n:], ref_c, ref_r)
-        check_finite(loss, step)
+        check_finite(loss, step, "algo.beta")
         (loss * (n / B)).backward()
         total_loss = total_loss + loss.detach().cpu() * (n / B)
         for key, v in stats.items():
@@ -293,10 +286,7 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
             [rows[i] for i in rejected.tolist()], step)
         t3 = time.perf_counter()
 
-        staleness += 1
-        if staleness >= cfg.rollout.sync_every:
-            job.sampler.sync_weights(job.policy)
-            staleness = 0
+        staleness = sync_after_update(job.sampler, job.policy, staleness, cfg.rollout.sync_every)
         t4 = time.perf_counter()
 
         train = {PREF_STAT_KEYS[key]: v for key, v in pref.items()}
