@@ -113,11 +113,12 @@ def train_prompts(step: int) -> list[list[int]]:
 
 def make_cfg(algo: str, steps: int, eval_every: int, dtype: str) -> NS:
     """The keys the loops read (rlhf_sweeps/config.py names), without omegaconf."""
+    coef = {"dpo": 0.5, "simpo": 2.0, "online_simpo": 2.0}.get(algo, 0.05)  # `temperature`: every algo's coefficient
     return NS(
-        seed=0, steps=steps, eval_every=eval_every, checkpoint_every=10**6, lr=1e-3, temperature=0.05,
+        seed=0, steps=steps, eval_every=eval_every, checkpoint_every=10**6, lr=1e-3, temperature=coef,
         model=NS(dtype=dtype, gradient_checkpointing=True, trust_remote_code=False),
         algo=NS(name=algo, prompts_per_step=4, k=4, eos_penalty=0.0, grad_clip=1.0, micro_batch_size=8,
-                beta=2.0 if algo != "dpo" else 0.5, gamma_beta_ratio=0.5, batch_size=8),
+                gamma_beta_ratio=0.5, batch_size=8),
         regularizer=NS(name="kl", estimator="k1", placement="reward", length_normalize=False, adaptive=False,
                        target=6.0, horizon=10000),
         rollout=NS(name="hf", temperature=1.0, top_p=1.0, max_new_tokens=12, sync_every=1,
@@ -191,7 +192,7 @@ def run_online(world: dict, cfg: NS, device: torch.device, sampler=None, ckpt_di
             checkpoint.save(ckpt_dir, {"step": step, "policy": policy.state_dict(),
                                        "optimizer": optimizer.state_dict(), "extra": extra})
 
-    job = OnlineJob(cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, proxy=proxy,
+    job = OnlineJob(cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, reward=proxy,
                     evaluator=evaluator, train_prompts=train_prompts,
                     log=lambda values, step: logged.setdefault(step, {}).update(values),
                     log_samples=lambda rows, step: None, save_checkpoint=save_checkpoint, rss_gb=lambda: 0.0)

@@ -31,6 +31,8 @@ PLACEMENTS = ("reward", "loss")
 ONLINE_ALGOS = ("rloo", "reinforce", "online_simpo")
 OFFLINE_ALGOS = ("simpo", "dpo")
 ALGOS = ONLINE_ALGOS + OFFLINE_ALGOS + ("bon",)
+PREFERENCE_ALGOS = ("simpo", "dpo", "online_simpo")  # their beta is `temperature`
+REWARDS = ("proxy", "gold", "zero")  # conf/reward/: what the policy is trained on
 ROLLOUTS = ("hf", "vllm")
 TASKS = ("synthetic", "tldr", "preference")
 REAL_TASKS = ("tldr", "preference")  # datasets and checkpoints by name or path (rlhf_sweeps/data.py)
@@ -173,8 +175,8 @@ class AlgoConfig:
     k: int = 4  # samples per prompt (RLOO needs >= 2)
     eos_penalty: float = 0.0  # subtracted from the reward of a response with no <eos>
     grad_clip: float = 1.0
-    # preference optimization (simpo / dpo / online_simpo)
-    beta: float = 2.0
+    # preference optimization (simpo / dpo / online_simpo); their beta is the top-level
+    # `temperature`, the one coefficient key of every algorithm
     gamma_beta_ratio: float = 0.5
     batch_size: int = 32
     epochs: int = 1
@@ -213,6 +215,13 @@ class RolloutConfig:
 
 
 @dataclass
+class RewardConfig:
+    """What the policy is trained on (conf/reward/): proxy, or the gold / zero controls."""
+
+    name: str = "proxy"
+
+
+@dataclass
 class TrackingConfig:
     uri: str = "sqlite:///${project_root:}/mlflow.db"
     experiment: str = "rlhf-sweeps"
@@ -233,11 +242,13 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     gpu: GPUConfig = field(default_factory=GPUConfig)
     lr: float = 3e-4
-    # The regularization coefficient: alpha for entropy, beta for KL (as in
-    # maximum-entropy RL). The sampling temperature is rollout.temperature.
+    # The regularization coefficient of every algorithm: alpha for entropy, beta for KL
+    # (as in maximum-entropy RL), beta for simpo / dpo / online_simpo. The sampling
+    # temperature is rollout.temperature.
     temperature: float = 0.05
     seed: int = 0
     steps: int = 200
@@ -250,6 +261,22 @@ class Config:
     cache_dir: str = "${project_root:}/artifacts"
     force: bool = False
     dry_run: bool = False
+
+
+def condition_params(cfg: Any) -> dict[str, Any]:
+    """The params the analysis reads a run's condition by, beside the flattened config.
+
+    `coef`: the effective regularization coefficient, the one `temperature` key for
+    every algorithm that has one (0 for regularizer=none; best-of-n has none). `reward`: what was optimized.
+    """
+    from rlhf_sweeps import metrics as M
+
+    out = {M.PARAM_REWARD: cfg.reward.name}
+    if cfg.algo.name in PREFERENCE_ALGOS:
+        out[M.PARAM_COEF] = cfg.temperature
+    elif cfg.algo.name != "bon":  # online RL: regularizer=none regularizes with strength 0
+        out[M.PARAM_COEF] = 0.0 if cfg.regularizer.name == "none" else cfg.temperature
+    return out
 
 
 def split_revision(spec: str) -> tuple[str, Optional[str]]:
@@ -372,7 +399,16 @@ def validate(cfg: Any) -> None:
     else:
         need(algo.k >= 1, "algo.k", algo.k, "must be >= 1")
     need(_finite(algo.eos_penalty) and algo.eos_penalty >= 0, "algo.eos_penalty", algo.eos_penalty, "must be >= 0")
-    positive("algo.beta", algo.beta, "2.0")
+    if algo.name in PREFERENCE_ALGOS:
+        need(_finite(cfg.temperature) and cfg.temperature > 0, "temperature", cfg.temperature,
+             f"algo={algo.name} reads its beta from `temperature`; it must be > 0 (e.g. temperature=2.0)")
+    choice("reward.name", cfg.reward.name, REWARDS)
+    need(cfg.reward.name == "proxy" or algo.name not in OFFLINE_ALGOS, "reward", cfg.reward.name,
+         f"algo={algo.name} trains on the task's fixed preference pairs and reads no reward; the controls "
+         "reward=gold / reward=zero apply to rloo, reinforce, online_simpo and bon")
+    need(cfg.reward.name != "gold" or cfg.task.name not in REAL_TASKS or cfg.model.gold_rm_path is not None,
+         "reward", cfg.reward.name, f"reward=gold trains on the gold reward model, and task={cfg.task.name} has "
+         "none: set model.gold_rm_path (a folder or hub id), or use reward=proxy")
     need(_finite(algo.gamma_beta_ratio) and algo.gamma_beta_ratio >= 0, "algo.gamma_beta_ratio",
          algo.gamma_beta_ratio, "must be >= 0")
     need(algo.batch_size >= 1, "algo.batch_size", algo.batch_size, "pairs per optimizer step; must be >= 1")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 from omegaconf import OmegaConf
 
 from rlhf_sweeps import metrics as M
-from rlhf_sweeps.config import validate
+from rlhf_sweeps.config import condition_params, validate
 from rlhf_sweeps.plan import make_plan
 from rlhf_sweeps.stages import config_hash
 
@@ -166,7 +166,7 @@ def _train(cfg, plan, overrides, name, run_dir: Path, sweep: SweepInfo, launcher
             **sweep_tags,
         }
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        run_id = tracker.start(name, flatten(resolved), tags)
+        run_id = tracker.start(name, {**flatten(resolved), **condition_params(cfg)}, tags)
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), M.ARTIFACT_CONFIG)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_ID_FILE).write_text(run_id)

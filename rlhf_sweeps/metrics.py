@@ -33,6 +33,14 @@ EVAL_ENTROPY = "eval/entropy"  # exact, summed over the sequence
 EVAL_RESPONSE_LENGTH = "eval/response_length"
 EVAL_EOS_RATE = "eval/eos_rate"
 EVAL_GOLD_WIN_RATE = "eval/gold_win_rate"  # vs the initial policy's samples, ties count 1/2
+# Gold's two parts in gold's normalized units: content + fluency == gold_reward at every
+# eval (the embedded world; a real task's gold RM has no parts and logs neither).
+EVAL_GOLD_CONTENT = "eval/gold_content"
+EVAL_GOLD_FLUENCY = "eval/gold_fluency"
+# Standard errors of the two eval means: analytic, clustered by prompt (the std of the
+# per-prompt means over sqrt(#prompts)); docs/science.md, "Noise".
+EVAL_GOLD_SE = "eval/gold_reward_se"
+EVAL_PROXY_SE = "eval/proxy_reward_se"
 
 EVAL_KEYS = (
     EVAL_PROXY_REWARD,
@@ -44,7 +52,10 @@ EVAL_KEYS = (
     EVAL_RESPONSE_LENGTH,
     EVAL_EOS_RATE,
     EVAL_GOLD_WIN_RATE,
+    EVAL_GOLD_SE,
+    EVAL_PROXY_SE,
 )
+GOLD_PART_KEYS = (EVAL_GOLD_CONTENT, EVAL_GOLD_FLUENCY)
 TRAIN_KEYS = (
     TRAIN_PROXY_REWARD,
     TRAIN_RLHF_REWARD,
@@ -94,7 +105,12 @@ BON_KEYS = (BON_GOLD_REWARD, BON_PROXY_REWARD, BON_KL)
 PARAM_ALGO = "algo.name"
 PARAM_REGULARIZER = "regularizer.name"
 PARAM_LR = "lr"
-PARAM_COEF = "temperature"  # the regularization coefficient (alpha or beta)
+# The effective regularization coefficient of the run, whatever the algorithm: alpha
+# (entropy), beta (kl), beta (simpo / dpo / online_simpo); absent for best-of-n.
+PARAM_COEF = "coef"
+# What the policy is trained on: proxy (the reward model), gold (oracle control) or
+# zero (the regularizer alone). conf/reward/.
+PARAM_REWARD = "reward"
 PARAM_SEED = "seed"
 PARAM_MODEL = "model.name"
 PARAM_TASK = "task.name"

@@ -281,18 +281,6 @@ def response_logits(model: PreTrainedModel, batch: SequenceBatch) -> torch.Tenso
     return out.logits[:, P - 1 : -1].float()
 
 
-def trim_response(row: list[int], eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[int]:
-    """Response token ids up to and including the first <eos>, padding dropped."""
-    out = []
-    for tok in row:
-        if tok == pad_id and eos_id != pad_id:
-            break
-        out.append(tok)
-        if tok == eos_id:
-            break
-    return out
-
-
 def chain_sequences(prompts: list[list[int]], responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded `<bos> prompt <sep> response [<eos>]` for LM/RM training and scoring."""
     return right_pad([p + r for p, r in zip(prompts, responses)])
@@ -316,5 +304,4 @@ __all__ = [
     "response_logits",
     "right_pad",
     "special_ids",
-    "trim_response",
 ]

@@ -11,8 +11,13 @@ per the real-scale issue, the proxy is only centered (mean 0, its own scale
 kept, so `algo.eos_penalty` and the KL coefficient keep the units of the
 public TL;DR recipes) and the gold is standardized (mean 0, variance 1).
 
-Every scorer returns a CPU float tensor whatever device its model is on; a
-loop moves what it needs.
+Every scorer is called with each response exactly as sampled (token lists,
+`Rollout.response_lists`: no padding, a sampled special token kept) and
+returns a CPU float tensor whatever device its model is on; a loop moves what
+it needs. A reward model reads the whole response: its score is pooled at the
+last real token by the attention mask, not at the last token that differs
+from the pad id (the Hugging Face heads' rule), so a `<pad>` the policy
+sampled is scored like any other token.
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rlhf_sweeps.models import chain_sequences, right_pad, trim_response
-from rlhf_sweeps.world.language import EOS_ID, PAD_ID
+from rlhf_sweeps.models import chain_sequences, right_pad
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,20 @@ class Normalization:
         return (raw - self.mean) / self.std
 
 
-def responses_as_lists(responses: torch.Tensor, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[list[int]]:
-    return [trim_response(row, eos_id, pad_id) for row in responses.tolist()]
+def pooled_reward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) scalar head at each row's last attended token; rows are right-padded.
+
+    Hugging Face's sequence-classification heads pool at the last token that is not
+    `pad_token_id`, which skips a `<pad>` the policy sampled at the end of a response.
+    Pooling by the attention mask reads every sampled token; on sequences without a
+    sampled pad both rules pick the same position.
+    """
+    score = getattr(model, "score", None)
+    if score is None:  # a head of another shape: its own pooling
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+    last = attention_mask.sum(1) - 1  # (B,)
+    return score(hidden[torch.arange(len(last), device=last.device), last])[:, 0]
 
 
 class RewardModelScorer:
@@ -54,26 +70,46 @@ class RewardModelScorer:
         out = []
         for s in range(0, len(prompts), self.batch_size):
             ids, mask = chain_sequences(prompts[s : s + self.batch_size], responses[s : s + self.batch_size])
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out.append(logits[:, 0].float().cpu())
+            out.append(pooled_reward(self.model, ids.to(device), mask.to(device)).float().cpu())
         return torch.cat(out)
 
-    def __call__(self, prompts: list[list[int]], responses: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.raw(prompts, responses_as_lists(responses)))
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        return self.norm(self.raw(prompts, responses))
 
 
 class GoldScorer:
-    """The hidden language's gold reward (numpy), as a normalized tensor."""
+    """The hidden language's gold reward (numpy), as a normalized tensor.
 
-    def __init__(self, language, norm: Normalization = Normalization()):
+    `parts` splits it into content and fluency in the same normalized units:
+    with raw gold g = c + f and normalization (g - mean) / std, content is
+    (c - content_mean) / std and fluency the rest, where content_mean is the
+    mean content on the initial policy's samples. So content + fluency = gold
+    for every response (docs/science.md §5).
+    """
+
+    def __init__(self, language, norm: Normalization = Normalization(), content_mean: float = 0.0):
         self.language = language
         self.norm = norm
+        self.content_mean = content_mean
 
     def raw(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
         return torch.from_numpy(self.language.gold_reward(prompts, responses)).float()
 
-    def __call__(self, prompts: list[list[int]], responses: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.raw(prompts, responses_as_lists(responses)))
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        return self.norm(self.raw(prompts, responses))
+
+    def parts(self, prompts: list[list[int]], responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(content, fluency), each (N,), normalized so that they add up to `self(...)`."""
+        c, f = (torch.from_numpy(x).float() for x in self.language.gold_parts(prompts, responses))
+        content = (c - self.content_mean) / self.norm.std
+        return content, self.norm(c + f) - content
+
+
+class ZeroReward:
+    """`reward=zero`: every response scores 0, so only the regularizer moves the policy."""
+
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        return torch.zeros(len(responses))
 
 
 class TextRewardScorer:
@@ -127,12 +163,11 @@ class TextRewardScorer:
         out = []
         for s in range(0, len(seqs), self.batch_size):
             ids, mask = right_pad(seqs[s : s + self.batch_size], self.pad_id)  # (B, L)
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out.append(logits[:, 0].float().cpu())
+            out.append(pooled_reward(self.model, ids.to(device), mask.to(device)).float().cpu())
         return torch.cat(out)
 
-    def __call__(self, prompts: list[list[int]], responses: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.raw(prompts, responses_as_lists(responses, self.policy_eos, self.policy_pad)))
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        return self.norm(self.raw(prompts, responses))
 
 
 def fit_normalization(raw: torch.Tensor) -> Normalization:

@@ -118,12 +118,10 @@ def train_sft(language, model, sft_cfg, out: Path, tokenizer) -> dict:
 # ------------------------------------------------------------------------- pairs
 def sample_pairs(language, sampler, pairs_cfg, out: Path) -> dict:
     """Two SFT samples per prompt, labeled by gold through Bradley-Terry (+ flips)."""
-    from rlhf_sweeps.rewards import responses_as_lists
-
     rng = np.random.default_rng(pairs_cfg.seed)
     prompts = language.sample_prompts(rng, pairs_cfg.n_pairs)
     rollout = sampler.generate(prompts, n=2, seed=pairs_cfg.seed)
-    responses = responses_as_lists(rollout.responses)
+    responses = rollout.response_lists()
     gold = language.gold_reward(rollout.prompts, responses)
     g_a, g_b = gold[0::2], gold[1::2]
     p_a = 1.0 / (1.0 + np.exp(-(g_a - g_b) / pairs_cfg.bt_scale))
@@ -165,7 +163,7 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
 def train_proxy(language, rm, pairs: list[dict], proxy_cfg, sampler, out: Path, tokenizer) -> dict:
     """Bradley-Terry reward model on the labeled pairs, then normalization stats."""
     from rlhf_sweeps.models import chain_sequences
-    from rlhf_sweeps.rewards import GoldScorer, RewardModelScorer, fit_normalization, pearson, responses_as_lists
+    from rlhf_sweeps.rewards import RewardModelScorer, fit_normalization, pearson, pooled_reward
 
     rng = np.random.default_rng(proxy_cfg.seed)
     torch.manual_seed(proxy_cfg.seed)
@@ -176,7 +174,7 @@ def train_proxy(language, rm, pairs: list[dict], proxy_cfg, sampler, out: Path, 
     def bt_logits(batch):
         ids_c, m_c = chain_sequences([r["prompt_ids"] for r in batch], [r["chosen_ids"] for r in batch])
         ids_r, m_r = chain_sequences([r["prompt_ids"] for r in batch], [r["rejected_ids"] for r in batch])
-        return rm(input_ids=ids_c, attention_mask=m_c).logits[:, 0] - rm(input_ids=ids_r, attention_mask=m_r).logits[:, 0]
+        return pooled_reward(rm, ids_c, m_c) - pooled_reward(rm, ids_r, m_r)
 
     opt = torch.optim.AdamW(rm.parameters(), lr=proxy_cfg.lr)
     bs = proxy_cfg.batch_size
@@ -203,13 +201,16 @@ def train_proxy(language, rm, pairs: list[dict], proxy_cfg, sampler, out: Path, 
     # Normalize both rewards on the initial policy's own samples.
     prompts = language.sample_prompts(np.random.default_rng(proxy_cfg.seed + 1), proxy_cfg.n_norm_prompts)
     rollout = sampler.generate(prompts, n=1, seed=proxy_cfg.seed + 1)
-    responses = responses_as_lists(rollout.responses)
+    responses = rollout.response_lists()
     proxy_raw = RewardModelScorer(rm).raw(rollout.prompts, responses)
-    gold_raw = GoldScorer(language).raw(rollout.prompts, responses)
+    content, fluency = (torch.from_numpy(x) for x in language.gold_parts(rollout.prompts, responses))
+    gold_raw = content + fluency
     proxy_norm, gold_norm = fit_normalization(proxy_raw), fit_normalization(gold_raw)
     rm.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    norm = {"proxy": proxy_norm.__dict__, "gold": gold_norm.__dict__}
+    # gold_content_mean: where gold's content part is centered, so that the logged
+    # content and fluency parts add up to the normalized gold (rewards.GoldScorer.parts)
+    norm = {"proxy": proxy_norm.__dict__, "gold": gold_norm.__dict__, "gold_content_mean": float(content.mean())}
     (out / "normalization.json").write_text(json.dumps(norm, indent=2))
     return {
         "heldout_accuracy_vs_gold": heldout_acc,

@@ -67,7 +67,7 @@ def _synthetic(cfg) -> TaskBundle:
     return TaskBundle(
         policy_dir=world.sft_dir,
         proxy=RewardModelScorer(rm, Normalization(**norm["proxy"])),
-        gold=GoldScorer(world.language, Normalization(**norm["gold"])),
+        gold=GoldScorer(world.language, Normalization(**norm["gold"]), norm["gold_content_mean"]),
         eval_prompts=world.eval_prompts,
         train_prompts=world.train_prompts,
         decode=lambda ids: tokenizer.decode(ids),
@@ -201,7 +201,7 @@ def _real(cfg) -> TaskBundle:
 
     from rlhf_sweeps import data, stages
     from rlhf_sweeps.models import load_causal_lm
-    from rlhf_sweeps.rewards import Normalization, fit_normalization, pearson, responses_as_lists
+    from rlhf_sweeps.rewards import Normalization, fit_normalization, pearson
     from rlhf_sweeps.rollout.hf import HFSampler
 
     task, m = cfg.task, cfg.model
@@ -246,7 +246,7 @@ def _real(cfg) -> TaskBundle:
         sampler = HFSampler(policy, OmegaConf.create({"temperature": ro.temperature, "top_p": ro.top_p,
                                                       "max_new_tokens": ro.max_new_tokens}), batch_size=64)
         rollout = sampler.generate(norm_prompts, n=1, seed=task.proxy.seed + 1)
-        responses = responses_as_lists(rollout.responses, eos_id, pad_id)
+        responses = rollout.response_lists()
         proxy_raw = proxy.raw(rollout.prompts, responses)
         gold_raw = gold.raw(rollout.prompts, responses)
         # proxy: centered only (its scale is the recipes' unit); gold: mean 0, variance 1

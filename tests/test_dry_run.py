@@ -128,6 +128,7 @@ def test_online_update_is_invariant_to_micro_batching(reg):
 
     from rlhf_sweeps.algos import FixedKLController
     from rlhf_sweeps.loops.online import OnlineJob, train_online
+    from rlhf_sweeps.algos import response_mask
     from rlhf_sweeps.models import build_causal_lm
     from rlhf_sweeps.rollout.base import Rollout
 
@@ -142,7 +143,7 @@ def test_online_update_is_invariant_to_micro_batching(reg):
 
     class Sampler:
         def generate(self, p, n, seed):
-            return Rollout([q for q in p for _ in range(n)], responses.clone(), None)
+            return Rollout([q for q in p for _ in range(n)], responses.clone(), None, response_mask(responses, 2))
 
         def sync_weights(self, model):
             pass
@@ -155,7 +156,7 @@ def test_online_update_is_invariant_to_micro_batching(reg):
         policy = copy.deepcopy(base)
         job = OnlineJob(cfg=cfg, policy=policy, ref=copy.deepcopy(base).requires_grad_(False),
                         optimizer=torch.optim.SGD(policy.parameters(), lr=1.0), sampler=Sampler(),
-                        proxy=lambda p, r: scores, evaluator=lambda pol, smp: ({}, []),
+                        reward=lambda p, r: scores, evaluator=lambda pol, smp: ({}, []),
                         train_prompts=lambda step: prompts, log=lambda m, s: logged.append(m),
                         log_samples=lambda rows, s: None, save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0)
         logged: list = []

@@ -103,14 +103,13 @@ def random_pairs(n: int, seed: int = 0) -> list[dict]:
 
 
 def algo_cfg(name: str, **kw):
-    base = dict(name=name, beta=2.0 if name != "dpo" else 0.5, gamma_beta_ratio=0.5, batch_size=8, grad_clip=1.0,
-                micro_batch_size=None)
+    base = dict(name=name, gamma_beta_ratio=0.5, batch_size=8, grad_clip=1.0, micro_batch_size=None)
     return SimpleNamespace(**{**base, **kw})
 
 
 def make_job(name: str, policy=None, lr: float = 1e-2, steps: int = 6, **algo_kw) -> PreferenceJob:
     policy = policy or tiny_policy()
-    cfg = SimpleNamespace(algo=algo_cfg(name, **algo_kw), seed=0, steps=steps, eval_every=3, checkpoint_every=3,
+    cfg = SimpleNamespace(algo=algo_cfg(name, **algo_kw), temperature=2.0 if name != "dpo" else 0.5, seed=0, steps=steps, eval_every=3, checkpoint_every=3,
                           task=SimpleNamespace(name="test"))
     return PreferenceJob(
         cfg=cfg, policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),

@@ -91,8 +91,7 @@ def test_simpo_on_preference_pairs(hub, cache, tmp_path):
 
 # --------------------------------------------------------------------------- normalization stage
 def test_normalization_is_computed_once_on_initial_policy_samples(hub, cache):
-    from rlhf_sweeps.models import load_causal_lm, special_ids
-    from rlhf_sweeps.rewards import responses_as_lists
+    from rlhf_sweeps.models import load_causal_lm
     from rlhf_sweeps.rollout.hf import HFSampler
     from rlhf_sweeps.tasks import build_task
 
@@ -109,10 +108,9 @@ def test_normalization_is_computed_once_on_initial_policy_samples(hub, cache):
     policy = load_causal_lm(task.policy_dir)
     roll = HFSampler(policy, cfg.rollout, batch_size=64).generate([train.ids[i] for i in idx], n=1,
                                                                   seed=cfg.task.proxy.seed + 1)
-    gold = task.gold(roll.prompts, roll.responses)
-    proxy = task.proxy(roll.prompts, roll.responses)
-    pad_id, eos_id = special_ids(policy)
-    raw_proxy = task.proxy.raw(roll.prompts, responses_as_lists(roll.responses, eos_id, pad_id))
+    gold = task.gold(roll.prompts, roll.response_lists())
+    proxy = task.proxy(roll.prompts, roll.response_lists())
+    raw_proxy = task.proxy.raw(roll.prompts, roll.response_lists())
     assert abs(float(gold.mean())) < 1e-4 and abs(float(gold.std()) - 1) < 1e-4  # gold: mean 0, var 1
     assert abs(float(proxy.mean())) < 1e-4  # proxy: centered ...
     assert torch.allclose(proxy.std(), raw_proxy.std())  # ... in its own units

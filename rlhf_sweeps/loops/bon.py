@@ -14,8 +14,10 @@ MLflow step = n:
 - `bon/kl`: the analytic KL(best-of-n || pi_init) = ln n - (n-1)/n (an upper
   bound, Stiennon et al. 2020 / Beirami et al. 2024).
 
-Proxy ties are broken by sample order (stable sort): with continuous scores
-they only occur between identical responses, whose gold is also equal.
+Samples are ranked by the training reward (`reward` group: the proxy by
+default, gold for an oracle best-of-n; zero makes every n the n=1 policy).
+Ties are broken by sample order (stable sort): with continuous scores they
+only occur between identical responses, whose gold is also equal.
 The eval/* keys are logged once at step 0 by the shared Evaluator so a BoN
 run shows up next to the others; `steps`, `lr` and the regularizer are unused.
 """
@@ -65,7 +67,8 @@ def bon_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-def run_bon(cfg, policy, sampler, evaluator, proxy: Callable, gold: Callable, prompts: list[list[int]],
+def run_bon(cfg, policy, sampler, evaluator, reward: Callable, proxy: Callable, gold: Callable,
+            prompts: list[list[int]],
             log: Callable[[dict[str, float], int], None], log_samples: Callable[[list[dict], int], None]) -> None:
     eval_metrics, rows = evaluator(policy, sampler)
     log(eval_metrics, 0)
@@ -74,11 +77,14 @@ def run_bon(cfg, policy, sampler, evaluator, proxy: Callable, gold: Callable, pr
     N = cfg.algo.bon_n
     seed = int(np.random.default_rng([cfg.seed, 2]).integers(2**31))  # independent of the eval draw
     rollout = sampler.generate(prompts, n=N, seed=seed)  # prompt-major: (P*N, T)
-    proxy_s = proxy(rollout.prompts, rollout.responses).view(len(prompts), N)  # (P, N)
-    gold_s = gold(rollout.prompts, rollout.responses).view(len(prompts), N)  # (P, N)
+    responses = rollout.response_lists()
+    # select by the training reward (reward=proxy: the proxy RM; gold: an oracle best-of-n)
+    select = reward(rollout.prompts, responses).view(len(prompts), N)  # (P, N)
+    proxy_s = proxy(rollout.prompts, responses).view(len(prompts), N)  # (P, N)
+    gold_s = gold(rollout.prompts, responses).view(len(prompts), N)  # (P, N)
     for n in bon_ns(N):
         log({
-            M.BON_GOLD_REWARD: float(bon_estimate(proxy_s, gold_s, n).mean()),
-            M.BON_PROXY_REWARD: float(bon_estimate(proxy_s, proxy_s, n).mean()),
+            M.BON_GOLD_REWARD: float(bon_estimate(select, gold_s, n).mean()),
+            M.BON_PROXY_REWARD: float(bon_estimate(select, proxy_s, n).mean()),
             M.BON_KL: bon_kl(n),
         }, n)

@@ -3,8 +3,10 @@
 Reads top to bottom: evaluate, sample, score, regularize, advantages, update,
 sync, log. The loop does not know which regularizer it runs: the per-token
 penalty `p_t` comes from `algos.per_token_penalty` with the convention
-`R = r_proxy - coef * sum_t p_t` (SCIENCE.md section 3), placed in the reward
-or in the loss by the regularizer's config.
+`R = r - coef * sum_t p_t` (docs/science.md §3), placed in the reward or in
+the loss by the regularizer's config. `r` is the training reward: the proxy
+reward model, or under the `reward` group's controls the gold itself (oracle)
+or zero (the regularizer alone); the loop does not know which.
 
 Deviations from the textbook, on purpose:
 - One optimizer step per batch (fully on-policy), so the PPO ratio is 1 and
@@ -65,7 +67,7 @@ class OnlineJob:
     ref: torch.nn.Module
     optimizer: torch.optim.Optimizer
     sampler: Any
-    proxy: Callable  # (prompts, responses) -> (N,) normalized proxy reward
+    reward: Callable  # (prompts, responses) -> (N,) the training reward: proxy RM, gold or zero (`reward` group)
     evaluator: Any
     train_prompts: Callable[[int], list[list[int]]]  # step -> prompts
     log: Callable[[dict[str, float], int], None]
@@ -118,7 +120,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         responses = rollout.responses.to(device)  # (N, T)
         rollout_logp = None if rollout.logprobs is None else rollout.logprobs.to(device)  # (N, T)
         t1 = time.perf_counter()
-        scores = job.proxy(rollout.prompts, rollout.responses).to(device)  # (N,)
+        scores = job.reward(rollout.prompts, rollout.response_lists()).to(device)  # (N,)
         t2 = time.perf_counter()
 
         # ---- pass 1, no grad: log-probs under the policy and the reference, same temperature

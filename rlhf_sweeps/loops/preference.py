@@ -13,15 +13,15 @@ Losses (`rlhf_sweeps.algos.preference`, SCIENCE.md sec 2):
 - `dpo`: r(y) = beta (log pi(y|x) - log pi_sft(y|x)), the reference being the
   frozen SFT copy that the evaluator also measures KL against.
 - `online_simpo` (claim C6): each step samples k >= 2 responses per train
-  prompt from the current policy, the PROXY reward model picks the best and
-  the worst per prompt (one pair per prompt), and the policy takes a SimPO
-  step on those pairs. The gold reward is never used for training.
+  prompt from the current policy, the training reward (the proxy reward model
+  under the default `reward=proxy`) picks the best and the worst per prompt
+  (one pair per prompt), and the policy takes a SimPO step on those pairs.
+  The gold reward trains only the `reward=gold` oracle control.
 
-The coefficient: for these algorithms the preference `algo.beta` is the
-regularization axis (SimPO's beta is the length-normalized entropy
-temperature alpha = beta/|y|, DPO's is the KL coefficient). Sweep it with
-`algo.beta=...`. The top-level `temperature` key (the coefficient of the
-online regularizers) and the `regularizer` group are not read here.
+The coefficient: beta is the top-level `temperature`, the one coefficient key
+of every algorithm (SimPO's beta is the length-normalized entropy temperature
+alpha = beta/|y|, DPO's the KL coefficient); conf/algo/{simpo,dpo,online_simpo}.yaml
+set its default. The `regularizer` group is not read here.
 
 Choices a reader should know about:
 
@@ -67,7 +67,6 @@ from rlhf_sweeps.models import (
     response_logits,
     right_pad,
     special_ids,
-    trim_response,
 )
 
 # The preference losses score the policy itself, softmax(logits / 1).
@@ -98,7 +97,7 @@ class PreferenceJob:
     save_checkpoint: Callable[[int, dict], None]
     rss_gb: Callable[[], float]
     pairs: Optional[list[dict]] = None  # offline: rows with prompt_ids, chosen_ids, rejected_ids
-    proxy: Optional[Callable] = None  # online: (prompts, responses) -> (N,) proxy reward
+    reward: Optional[Callable] = None  # online: (prompts, responses) -> (N,) training reward (`reward` group)
     train_prompts: Optional[Callable[[int], list[list[int]]]] = None  # online: step -> prompts
 
 
@@ -138,12 +137,13 @@ def sequence_logps(model, batch: SequenceBatch, responses: torch.Tensor) -> tupl
     return masked_sum(logp, mask, 1), mask.sum(1)
 
 
-def preference_loss(algo_cfg, logp_c, logp_r, len_c, len_r, ref_c=None, ref_r=None):
+def preference_loss(algo_cfg, beta: float, logp_c, logp_r, len_c, len_r, ref_c=None, ref_r=None):
+    """The loss of `algo_cfg.name` at coefficient `beta` (the run's `temperature`)."""
     if algo_cfg.name in ("simpo", "online_simpo"):
         # SimPO is tuned with gamma as a ratio of beta (Meng et al. 2024 report gamma/beta).
-        return simpo_loss(logp_c, logp_r, len_c, len_r, algo_cfg.beta, algo_cfg.gamma_beta_ratio * algo_cfg.beta)
+        return simpo_loss(logp_c, logp_r, len_c, len_r, beta, algo_cfg.gamma_beta_ratio * beta)
     if algo_cfg.name == "dpo":
-        return dpo_loss(logp_c, logp_r, ref_c, ref_r, algo_cfg.beta)
+        return dpo_loss(logp_c, logp_r, ref_c, ref_r, beta)
     raise ValueError(f"algo.name={algo_cfg.name!r} is not a preference algorithm (simpo, dpo, online_simpo)")
 
 
@@ -174,8 +174,8 @@ def preference_update(job: PreferenceJob, prompts: list[list[int]], chosen: list
             with torch.no_grad():
                 ref_logp, _ = sequence_logps(job.ref, batch, resp)
             ref_c, ref_r = ref_logp[:n], ref_logp[n:]
-        loss, stats = preference_loss(cfg.algo, logp[:n], logp[n:], length[:n], length[n:], ref_c, ref_r)
-        check_finite(loss, step, "algo.beta")
+        loss, stats = preference_loss(cfg.algo, cfg.temperature, logp[:n], logp[n:], length[:n], length[n:], ref_c, ref_r)
+        check_finite(loss, step, "the coefficient beta (temperature=...)")
         (loss * (n / B)).backward()
         total_loss = total_loss + loss.detach().cpu() * (n / B)
         for key, v in stats.items():
@@ -250,7 +250,7 @@ def best_worst(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
-    """On-policy pairs ranked by the proxy, SimPO update (claim C6)."""
+    """On-policy pairs ranked by the training reward, SimPO update (claim C6)."""
     cfg = job.cfg
     T = cfg.rollout.temperature
     k = cfg.algo.k
@@ -270,8 +270,9 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
         prompts = job.train_prompts(step)
         rollout = job.sampler.generate(prompts, n=k, seed=int(np.random.default_rng([cfg.seed, step, 1]).integers(2**31)))
         responses = rollout.responses  # (N, T)
+        rows = rollout.response_lists()  # each response as sampled
         t1 = time.perf_counter()
-        scores = job.proxy(rollout.prompts, responses)  # (N,)
+        scores = job.reward(rollout.prompts, rows)  # (N,) the training reward (reward=proxy: the proxy RM)
         chosen, rejected = best_worst(scores, k)  # (P,), (P,) row indices
         t2 = time.perf_counter()
 
@@ -280,7 +281,6 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
         stats = sequence_stats(job.policy, job.ref, rollout.prompts, responses, T)
 
         # ---- SimPO step on (best, worst) per prompt
-        rows = [trim_response(r, eos_id, pad_id) for r in responses.tolist()]
         loss, pref, grad_norm = preference_update(
             job, [rollout.prompts[i] for i in chosen.tolist()], [rows[i] for i in chosen.tolist()],
             [rows[i] for i in rejected.tolist()], step)

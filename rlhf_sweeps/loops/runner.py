@@ -24,6 +24,7 @@ from rlhf_sweeps import checkpoint
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.evaluation import Evaluator
 from rlhf_sweeps.models import load_causal_lm, prepare_for_training, resolve_device
+from rlhf_sweeps.rewards import ZeroReward
 from rlhf_sweeps.rollout import make_sampler
 
 
@@ -48,6 +49,10 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
                                        device, m.dtype, m.gradient_checkpointing)
     tracker.set_tags({"device": str(device)})
     proxy, gold = task.proxy, task.gold
+    # What the policy is trained on (the `reward` group): the proxy RM; the gold itself
+    # (oracle control: nothing to exploit); or zero (the regularizer alone). The
+    # evaluator always measures both proxy and gold.
+    reward = {"proxy": proxy, "gold": gold, "zero": ZeroReward()}[cfg.reward.name]
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     coef_ctl = make_coef_controller(cfg)
     evaluator = Evaluator(task.eval_prompts, proxy, gold, ref, cfg.rollout.temperature,
@@ -90,13 +95,13 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
             from rlhf_sweeps.loops.bon import run_bon
 
             run_dir.mkdir(parents=True, exist_ok=True)  # no checkpoint creates it; job.py writes done.json there
-            run_bon(cfg, policy, sampler, evaluator, proxy, gold, task.eval_prompts,
+            run_bon(cfg, policy, sampler, evaluator, reward, proxy, gold, task.eval_prompts,
                     tracker.log_metrics, log_samples)
         elif name in ("simpo", "dpo"):
             train_offline_preference(PreferenceJob(**common, pairs=task.pairs()), start_step)
         elif name == "online_simpo":
-            train_online_simpo(PreferenceJob(**common, proxy=proxy, train_prompts=train_prompts), start_step)
+            train_online_simpo(PreferenceJob(**common, reward=reward, train_prompts=train_prompts), start_step)
         else:
-            train_online(OnlineJob(**common, proxy=proxy, train_prompts=train_prompts), start_step, coef_ctl)
+            train_online(OnlineJob(**common, reward=reward, train_prompts=train_prompts), start_step, coef_ctl)
     finally:
         sampler.close()

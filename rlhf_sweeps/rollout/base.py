@@ -11,9 +11,19 @@ import torch
 @dataclass
 class Rollout:
     prompts: list[list[int]]  # one entry per response (each prompt repeated n times, prompt-major)
-    responses: torch.Tensor  # (N, T) token ids, <pad> after the first <eos>
+    responses: torch.Tensor  # (N, T) token ids, the sampler's padding after the first <eos>
     logprobs: Optional[torch.Tensor]  # (N, T) the engine's log-probs of the sampled tokens at the
     #                                   sampling temperature (0 at padding), or None
+    # (N, T) bool: True at the positions the engine sampled (up to and including the first
+    # <eos>, or all T when the response hit the length limit). Padding is told apart from a
+    # <pad> the policy sampled by this mask, never by token id: a sampled special token is
+    # part of the response and is scored as such (docs/science.md §5).
+    mask: torch.Tensor
+
+    def response_lists(self) -> list[list[int]]:
+        """Each response exactly as sampled: its tokens up to its own length."""
+        lengths = self.mask.sum(1).tolist()
+        return [row[:n] for row, n in zip(self.responses.tolist(), lengths)]
 
 
 class Sampler(Protocol):

@@ -20,18 +20,19 @@ class HFSampler:
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], n: int, seed: int) -> Rollout:
         T = self.cfg.max_new_tokens
-        responses, logprobs = [], []
+        responses, logprobs, masks = [], [], []
         per_call = max(1, self.batch_size // n)
         # fork_rng: sampling must not move the training RNG stream (on a GPU, the one it samples with)
         device = next(self.model.parameters()).device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             for start in range(0, len(prompts), per_call):
-                r, lp = self._generate_chunk(prompts[start : start + per_call], n, T)
+                r, lp, m = self._generate_chunk(prompts[start : start + per_call], n, T)
                 responses.append(r)
                 logprobs.append(lp)
+                masks.append(m)
         repeated = [p for p in prompts for _ in range(n)]
-        return Rollout(repeated, torch.cat(responses), torch.cat(logprobs))
+        return Rollout(repeated, torch.cat(responses), torch.cat(logprobs), torch.cat(masks))
 
     def _generate_chunk(self, prompts, n, T):
         pad_id, eos_id = special_ids(self.model)  # from the model's config: real tokenizers differ
@@ -61,14 +62,17 @@ class HFSampler:
         # processed scores = logits / temperature (after top-p masking)
         scores = torch.stack(out.scores, dim=1).float()  # (N, t, V)
         lp = torch.log_softmax(scores, dim=-1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
-        # zero exactly what the trainer masks (after the first <eos>): a <pad> the
-        # model samples mid-response is a real token with a real log-prob
-        lp = torch.where(response_mask(resp, eos_id), lp, torch.zeros_like(lp))
+        # `generate` stops a row only at its first <eos> (or at T) and fills the rest with
+        # pad_id: what it sampled is exactly the prefix through the first <eos>. A <pad>
+        # the model samples mid-response is a real token with a real log-prob.
+        sampled = response_mask(resp, eos_id)  # (N, t)
+        lp = torch.where(sampled, lp, torch.zeros_like(lp))
         pad = T - resp.shape[1]
         if pad:
             resp = torch.nn.functional.pad(resp, (0, pad), value=pad_id)
             lp = torch.nn.functional.pad(lp, (0, pad), value=0.0)
-        return resp.cpu(), lp.cpu()
+            sampled = torch.nn.functional.pad(sampled, (0, pad), value=False)
+        return resp.cpu(), lp.cpu(), sampled.cpu()
 
     def sync_weights(self, model) -> None:
         self.model = model

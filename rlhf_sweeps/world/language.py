@@ -19,8 +19,12 @@ Gold reward of a response (never part of the training signal):
   exploitable region: over-optimization is possible, not built in.
 
 Token ids: 0 <pad>, 1 <bos>, 2 <eos>, 3 <sep>, then words at 4 + word index.
-A special token inside a response (a tiny model's occasional glitch) is scored
-as junk: value `junk_value` and the smoothed off-chain log-likelihood.
+A response is scored exactly as sampled: it ends at its first <eos> or at the
+length limit, and every other special token inside it (<pad>, <bos>, <sep>)
+is junk: value `junk_value` and the smoothed off-chain log-likelihood, for
+itself and for the word after it (which has no on-chain predecessor). Callers
+pass each response's sampled tokens only (`Rollout.response_lists`), never
+the sampler's padding.
 """
 
 from __future__ import annotations
@@ -117,17 +121,14 @@ class HiddenLanguage:
 
     # ------------------------------------------------------------------- gold
     def _score_one(self, prompt: list[int], response: list[int]) -> tuple[float, float]:
-        """(content, mean log-likelihood) of one response; `response` may hold
-        padding after <eos>, which is ignored."""
+        """(content, mean log-likelihood) of one response, as sampled: anything
+        after its first <eos> is ignored; a special token before it is junk."""
         prev = prompt[-2] - N_SPECIAL
         total_value, total_logp, n_words, n_events = 0.0, 0.0, 0, 0
         for tok in response:
             if tok == EOS_ID:
                 total_logp += self.log_stop[prev] if prev is not None else self.junk_logp
                 n_events += 1
-                break
-            if tok == PAD_ID and n_words == 0 and n_events == 0:
-                # an empty, unterminated response: nothing to score
                 break
             n_words += 1
             n_events += 1
@@ -144,13 +145,18 @@ class HiddenLanguage:
         mean_logp = total_logp / max(n_events, 1)
         return content, mean_logp
 
+    def gold_parts(self, prompts: list[list[int]], responses: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw gold's two parts per pair: (content, fluency), gold = content + fluency."""
+        content, fluency = np.empty(len(responses)), np.empty(len(responses))
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            content[i], mean_logp = self._score_one(prompt, response)
+            fluency[i] = self.params.fluency_weight * (mean_logp - self.fluency_baseline)
+        return content, fluency
+
     def gold_reward(self, prompts: list[list[int]], responses: list[list[int]]) -> np.ndarray:
         """Raw (un-normalized) gold reward per (prompt, response) pair."""
-        out = np.empty(len(responses))
-        for i, (prompt, response) in enumerate(zip(prompts, responses)):
-            content, mean_logp = self._score_one(prompt, response)
-            out[i] = content + self.params.fluency_weight * (mean_logp - self.fluency_baseline)
-        return out
+        content, fluency = self.gold_parts(prompts, responses)
+        return content + fluency
 
     def _estimate_fluency_baseline(self, rng: np.random.Generator, n: int = 2000) -> float:
         logps = []

@@ -64,7 +64,10 @@ def prepare_world(cfg) -> World:
     # Stage-building samples always use plain temperature-1 sampling from the SFT policy.
     stage_rollout = OmegaConf.create({"temperature": task.pairs.sample_temperature, "top_p": 1.0,
                                       "max_new_tokens": task.world.max_response_words})
-    pairs_spec = {"sft": sft_spec, "pairs": _plain(task.pairs)}
+    # scoring 2: gold scores a response exactly as sampled (a sampled <pad> is junk, not
+    # the end of the response) and the proxy pools by the attention mask; pairs labeled
+    # and proxies normalized under the old rule are not reused.
+    pairs_spec = {"sft": sft_spec, "pairs": _plain(task.pairs), "scoring": 2}
 
     def build_pairs(out: Path) -> dict:
         sampler = HFSampler(load_causal_lm(sft_dir), stage_rollout)
