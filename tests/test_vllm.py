@@ -47,7 +47,8 @@ PROMPTS = [[1] + [N_SPECIAL + (7 * j + i) % N_WORDS for i in range(2 + j % 4)] +
 
 
 def rollout_cfg(**kw):
-    return OmegaConf.structured(RolloutConfig(name="vllm", temperature=TEMPERATURE, max_new_tokens=MAX_NEW, **kw))
+    kw = {"temperature": TEMPERATURE, **kw}
+    return OmegaConf.structured(RolloutConfig(name="vllm", max_new_tokens=MAX_NEW, **kw))
 
 
 def save_tiny_policy(folder: Path, seed: int = 0) -> torch.nn.Module:
@@ -190,6 +191,26 @@ class TestSharedEngine:
 
 
 # ------------------------------------------------------------------ engines of their own
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
+def test_sampled_special_tokens_are_junk_through_vllm(tmp_path):
+    """tests/test_scoring.py's check, on responses vLLM sampled: a <pad>/<bos>/<sep> the
+    policy samples is part of the response (vLLM's mask, not the token id, ends it)."""
+    from rlhf_sweeps.rollout.vllm import VLLMSampler
+    from rlhf_sweeps.world.language import HiddenLanguage, LanguageParams
+    from tests.junk_policy import save_junk_policy
+    from tests.test_scoring import JUNK, check_special_tokens_score_below_sft_mean, eval_prompts, sft_normalized_gold
+
+    language = HiddenLanguage(LanguageParams())
+    policy = save_junk_policy(tmp_path, N_WORDS, VOCAB, list(JUNK))
+    sampler = VLLMSampler(policy, rollout_cfg(temperature=1.0), tmp_path)
+    try:
+        rollout = sampler.generate(eval_prompts(language), n=4, seed=0)
+    finally:
+        sampler.close()
+    check_special_tokens_score_below_sft_mean(rollout, sft_normalized_gold(language))
+
+
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
 def test_engines_do_not_leak_across_create_close_cycles(tmp_path):
