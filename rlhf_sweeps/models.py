@@ -193,7 +193,7 @@ def ensure_distinct_pad(tokenizer, vocab_size: int, what: str) -> int:
 
     Pythia's tokenizer has no pad (or pad = eos). Sequence-classification heads
     pool at the last non-pad token and responses end in eos, so pad must differ
-    from eos (SCIENCE.md, pitfalls). As the TL;DR RLHF recipes do, "[PAD]" is
+    from eos (docs/science.md §3, "Details that silently change the numbers"). As the TL;DR RLHF recipes do, "[PAD]" is
     added; it must land inside the model's embedding (Pythia's 50304 rows leave room
     above the tokenizer's 50277), so the model is never resized.
     """

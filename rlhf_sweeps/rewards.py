@@ -1,6 +1,6 @@
 """Proxy and gold reward scorers, normalized against the initial policy.
 
-SCIENCE.md section 4: both rewards are normalized so the initial policy's
+docs/science.md §4: both rewards are normalized so the initial policy's
 samples score mean 0 and variance 1, so a regularization coefficient means
 the same thing whatever reward model is plugged in. The statistics are
 computed once, when the proxy stage is built, and stored with it.

@@ -4,7 +4,7 @@ length-normalized temperature ``alpha = beta/|y|``" -- and where it breaks.
 numpy / scipy / pandas only (``analysis/`` imports this; it must never pull in
 torch).
 
-Setting (SCIENCE.md sec. 2). Each prompt ``x`` has a small enumerable set of
+Setting (docs/science.md §2). Each prompt ``x`` has a small enumerable set of
 whole responses ``y`` with integer lengths ``|y|``, a known reward ``r(x, y)``
 and a reference policy ``pi_ref(y|x)``. Every optimum below is computed
 exactly and compared with what a tabular policy reaches when its logits are

@@ -33,10 +33,11 @@ than that test, because metrics are buffered until a checkpoint (below).
 
 SQLite's locks are not reliable on network file systems (NFS, Lustre): when
 jobs run on several nodes, start one tracking server on a machine that owns
-a local disk and point jobs at it (docs/cluster.md):
-`mlflow server --backend-store-uri sqlite:////local/mlflow.db --host 0.0.0.0`
-then `tracking.uri=http://<host>:5000`. Nothing here changes: the retries
-also cover the server's transient connection errors.
+a local disk and point jobs at it with `tracking.uri=http://<host>:5000`:
+serve it behind authentication on a private interface, never on a bare
+`--host 0.0.0.0` (docs/cluster.md shows `mlflow server --app-name basic-auth`
+and a reverse proxy). Nothing here changes: the retries also cover the
+server's transient connection errors.
 
 Exactly once, across kills and resumes
 --------------------------------------

@@ -1,6 +1,6 @@
 """Math tests for rlhf_sweeps.algos: each function against a naive Python-loop
-reference on random data, plus the direction of the effects SCIENCE.md
-sections 2-3 rely on."""
+reference on random data, plus the direction of the effects docs/science.md
+§2-3 relies on."""
 
 from __future__ import annotations
 
@@ -271,7 +271,7 @@ def test_per_token_penalty_each_regularizer(gen):
 
 
 def test_sampled_entropy_is_kl_to_uniform_plus_length_bonus(gen):
-    """SCIENCE.md sec 2: -log pi = -(log pi - log(1/|V|)) + log|V| per token."""
+    """docs/science.md §2: -log pi = -(log pi - log(1/|V|)) + log|V| per token."""
     logits = torch.randn(B, T, V, generator=gen)
     tokens = torch.randint(0, V, (B, T), generator=gen)
     logp = logprobs_from_logits(logits, tokens, 0.9)

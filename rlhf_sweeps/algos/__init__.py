@@ -1,5 +1,5 @@
 """Pure tensor math for RLHF (torch only): logprobs, KL estimators, regularizers,
-advantages, policy and preference losses. See SCIENCE.md sections 2-3."""
+advantages, policy and preference losses. See docs/science.md §2-3."""
 
 from rlhf_sweeps.algos.adaptive_kl import AdaptiveKLController, FixedKLController
 from rlhf_sweeps.algos.advantages import gae, reinforce_advantages, rloo_advantages

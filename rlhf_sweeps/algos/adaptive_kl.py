@@ -1,4 +1,4 @@
-"""KL coefficient controllers (Ziegler et al. 2019, SCIENCE.md sec 3).
+"""KL coefficient controllers (Ziegler et al. 2019, docs/science.md §3).
 
 The adaptive controller is fed the SEQUENCE-SUMMED KL (nats per response),
 the quantity its `target` is stated in; feeding a per-token mean would make

@@ -1,4 +1,4 @@
-"""Advantages: RLOO, REINFORCE with a batch-mean baseline, and GAE (SCIENCE.md sec 3)."""
+"""Advantages: RLOO, REINFORCE with a batch-mean baseline, and GAE (docs/science.md §3)."""
 
 from __future__ import annotations
 

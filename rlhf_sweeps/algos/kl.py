@@ -1,4 +1,4 @@
-"""Per-token estimators of KL(pi || pi_ref) on tokens sampled from pi (SCIENCE.md sec 3).
+"""Per-token estimators of KL(pi || pi_ref) on tokens sampled from pi (docs/science.md §3).
 
 With `d = logp - ref_logp` at a sampled token (both at the sampling temperature):
 

@@ -1,6 +1,6 @@
 """Per-position statistics of a categorical policy, from logits at a temperature.
 
-Every function divides the logits by `temperature` itself (SCIENCE.md sec 3:
+Every function divides the logits by `temperature` itself (docs/science.md §3:
 logp, ref and d are "all computed from logits divided by the same sampling
 temperature"). Sampling at T != 1 while scoring at T = 1 is a classic silent
 bug: the logprobs then describe a policy that never produced the samples and
@@ -31,7 +31,7 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature
 def entropy_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Exact entropy H_t = -sum_v p_v log p_v of softmax(logits / temperature). (B, T, V) -> (B, T).
 
-    This is the `entropy (exact)` regularizer of SCIENCE.md sec 3. Vocabulary
+    This is the `entropy (exact)` regularizer of docs/science.md §3. Vocabulary
     entries with p = 0 (logit -inf, e.g. suppressed tokens) contribute 0, not nan.
     """
     logp = _log_softmax(logits, temperature)  # (B, T, V)
@@ -44,7 +44,7 @@ def kl_from_logits(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: 
     """Exact per-position KL(p || q), p = softmax(logits/T), q = softmax(ref_logits/T). -> (B, T).
 
     Summing this over a response gives the exact sequence KL(pi || pi_ref) of
-    the evaluation metrics (SCIENCE.md sec 4), conditional on the sampled prefix.
+    the evaluation metrics (docs/science.md §4), conditional on the sampled prefix.
     """
     logp = _log_softmax(logits, temperature)  # (B, T, V)
     logq = _log_softmax(ref_logits, temperature)  # (B, T, V)

@@ -1,7 +1,7 @@
 """Policy losses, each returning (loss, stats) with detached scalar stats.
 
 Deviation from many RLHF codebases, on purpose: the REINFORCE/RLOO loss sums
-logprobs over the sequence (one action = one response, SCIENCE.md sec 2)
+logprobs over the sequence (one action = one response, docs/science.md §2)
 instead of averaging them over tokens. See `policy_gradient_loss`.
 """
 

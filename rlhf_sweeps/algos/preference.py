@@ -1,9 +1,9 @@
-"""Offline preference losses from implicit rewards (SCIENCE.md sec 2).
+"""Offline preference losses from implicit rewards (docs/science.md §2).
 
 Each loss plugs an implicit reward into Bradley-Terry,
 loss = -log sigmoid(r_chosen - r_rejected [- gamma]), averaged over pairs:
 
-| loss          | implicit reward r(y)            | row of the SCIENCE.md sec 2 table |
+| loss          | implicit reward r(y)            | row of the docs/science.md §2 table |
 |---------------|---------------------------------|-----------------------------------|
 | dpo_loss      | beta * (log pi - log pi_ref)    | KL-constrained                    |
 | maxent_bt_loss| alpha * log pi                  | maximum entropy                   |
@@ -12,7 +12,7 @@ loss = -log sigmoid(r_chosen - r_rejected [- gamma]), averaged over pairs:
 For DPO and MaxEnt-BT the partition terms beta*log Z(x), alpha*log Z(x)
 cancel in the difference (same x, same temperature). With SimPO's
 alpha = beta/|y| they do not when |y_w| != |y_l| (the reviewers' objection,
-SCIENCE.md sec 1): the stationarity form's lambda(x) cancels but the offset
+docs/science.md §1): the stationarity form's lambda(x) cancels but the offset
 beta*(1/|y_w| - 1/|y_l|) remains, and SimPO drops it ("SimPO up to an offset").
 
 Inputs: per-sequence summed logprobs (B,) over response tokens and response

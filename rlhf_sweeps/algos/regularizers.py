@@ -1,9 +1,9 @@
-"""Regularizers as pure functions of per-token statistics (SCIENCE.md sec 3).
+"""Regularizers as pure functions of per-token statistics (docs/science.md §3).
 
 One sign convention everywhere: a regularizer yields a per-token *penalty*
 p_t, and the regularized sequence reward is
 
-    R = r - coef * sum_t p_t          (placement "reward", SCIENCE.md sec 3)
+    R = r - coef * sum_t p_t          (placement "reward", docs/science.md §3)
 
 or, in the loss, `coef * token_mean(p_t)` is added to the policy loss
 (placement "loss"). An entropy *bonus* is therefore a negative penalty.
@@ -16,9 +16,9 @@ or, in the loss, `coef * token_mean(p_t)` is added to the policy loss
 | none               | 0                   | r                               |
 
 The paper's MaxEnt RL is `entropy / sampled / reward`. Length normalization
-divides the sum by |y| (SimPO's temperature alpha = beta/|y|, SCIENCE.md sec 2).
+divides the sum by |y| (SimPO's temperature alpha = beta/|y|, docs/science.md §2).
 
-Identity made visible by `uniform_ref_logprobs` (SCIENCE.md sec 2): the
+Identity made visible by `uniform_ref_logprobs` (docs/science.md §2): the
 sampled entropy penalty is the k1 KL penalty toward the uniform reference
 minus log|V| per token, so MaxEnt RL = KL-to-uniform RL + a length bonus
 alpha*log|V| per generated token.
@@ -118,7 +118,7 @@ def per_token_penalty(
 def uniform_ref_logprobs(logp: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Logprobs of the uniform reference, -log|V| everywhere, shaped like `logp`.
 
-    SCIENCE.md sec 2: -log pi(a_t) = -(log pi(a_t) - log(1/|V|)) + log|V|.
+    docs/science.md §2: -log pi(a_t) = -(log pi(a_t) - log(1/|V|)) + log|V|.
     Hence, per token,
 
         penalty(entropy/sampled) = kl_k1(logp, uniform_ref_logprobs(logp, V)) - log|V|
@@ -132,8 +132,8 @@ def uniform_ref_logprobs(logp: torch.Tensor, vocab_size: int) -> torch.Tensor:
 def sequence_penalty(penalty: torch.Tensor, mask: torch.Tensor, length_normalize: bool) -> torch.Tensor:
     """(B, T) per-token penalty -> (B,) sum over response tokens, / |y| if length_normalize.
 
-    Length normalization is SimPO's temperature alpha = beta/|y| (SCIENCE.md
-    sec 2, third row). A response of length 0 gives 0, not nan.
+    Length normalization is SimPO's temperature alpha = beta/|y| (docs/science.md
+    §2, third row). A response of length 0 gives 0, not nan.
     """
     total = masked_sum(penalty, mask, dim=-1)  # (B,)
     if not length_normalize:
@@ -158,7 +158,7 @@ def regularized_reward(
 
     The penalty is detached: in the reward it is a number that REINFORCE
     weights logp with, not something to differentiate. A missing-EOS penalty
-    (SCIENCE.md sec 3) must come with the `eos_missing` flags; asking for a
+    (docs/science.md §3) must come with the `eos_missing` flags; asking for a
     nonzero penalty without them raises instead of silently doing nothing.
     """
     reward = scores.float()
@@ -177,7 +177,7 @@ def regularizer_loss(
 ) -> torch.Tensor:
     """Scalar loss term coef * token_mean(penalty) for placement "loss", else 0.
 
-    A token mean over the whole batch (SCIENCE.md sec 3, "added to the policy
+    A token mean over the whole batch (docs/science.md §3, "added to the policy
     loss, token mean"); `length_normalize` does not apply here. Gradients flow
     through `penalty`.
     """

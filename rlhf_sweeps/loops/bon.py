@@ -1,4 +1,4 @@
-"""Best-of-n baseline (Gao et al. 2022; SCIENCE.md sec 4). No training.
+"""Best-of-n baseline (Gao et al. 2022; docs/science.md §4). No training.
 
 From the initial policy, sample N = `algo.bon_n` responses per held-out eval
 prompt (one seeded draw), score them with the proxy and the gold reward, and

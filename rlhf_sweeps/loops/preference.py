@@ -4,9 +4,9 @@ Reads top to bottom like `online.py`: evaluate, (sample and rank,) one
 optimizer step on a minibatch of pairs, log. Evaluation is the very same
 `Evaluator` the online loops use (same held-out prompts and seeds, same
 `eval/*` keys: KL to the SFT policy, gold win rate, ...), so offline and
-online runs sit on the same axes (SCIENCE.md sec 7, claims C5 and C6).
+online runs sit on the same axes (docs/science.md §7, claims C5 and C6).
 
-Losses (`rlhf_sweeps.algos.preference`, SCIENCE.md sec 2):
+Losses (`rlhf_sweeps.algos.preference`, docs/science.md §2):
 
 - `simpo`: r(y) = (beta/|y|) log pi(y|x), margin gamma = gamma_beta_ratio * beta,
   no reference model.

@@ -12,7 +12,7 @@ What this sampler guarantees, so the loop can stay engine-agnostic:
   special token the policy samples mid-response (<pad>, <bos>, <sep>) is kept
   as a token, as HF `generate` does.
 - `logprobs_mode="processed_logprobs"`: vLLM's default returns raw logits'
-  log-probs, which ignore the temperature (docs/ENVIRONMENT.md).
+  log-probs, which ignore the temperature (docs/environment.md).
 - Reproducible: every request gets its own seed derived from `generate`'s seed
   (vLLM gives child j of a request with seed s the seed s + j).
 - `sync_weights` reloads the trainer's state dict in place

@@ -1,4 +1,4 @@
-"""A seeded hidden language and its gold reward (SCIENCE.md section 5).
+"""A seeded hidden language and its gold reward (docs/science.md §5).
 
 The language is a sparse first-order Markov chain over `n_words` made-up
 words. Each word has a handful of successors with Dirichlet weights and a
