@@ -14,7 +14,7 @@ from rlhf_sweeps.config import ConfigError, validate
 from tests.conftest import ROOT, run_launch
 
 CONF = ROOT / "conf"
-GROUPS = ["task", "model", "algo", "regularizer", "rollout", "tracking", "experiment"]
+GROUPS = ["task", "model", "algo", "regularizer", "reward", "rollout", "tracking", "experiment"]
 
 
 def _compose(overrides: list[str]):
@@ -138,3 +138,39 @@ def test_cli_unknown_regularizer_lists_allowed_values(tmp_path):
 def test_cfg_job_prints_composed_config():
     proc = run_launch(["--cfg", "job", "regularizer=entropy"], timeout=120)
     assert "regularizer:" in proc.stdout and "name: entropy" in proc.stdout
+
+
+# ------------------------------------------------------------------ one coefficient, controls
+@pytest.mark.parametrize("overrides,coef", [
+    (["algo=simpo", "temperature=0.3"], 0.3),  # SimPO's beta is `temperature`
+    (["algo=simpo"], 2.0),  # its default, from conf/algo/simpo.yaml
+    (["algo=dpo"], 0.1),
+    (["regularizer=entropy", "temperature=0.2"], 0.2),
+    (["regularizer=none", "temperature=0.2"], 0.0),  # no regularizer: strength 0
+    (["algo=bon"], None),  # best-of-n has no coefficient
+])
+def test_every_run_carries_its_effective_coefficient(overrides, coef):
+    from rlhf_sweeps import metrics as M
+    from rlhf_sweeps.config import condition_params
+
+    cfg = _compose(overrides)
+    validate(cfg)
+    params = condition_params(cfg)
+    assert params.get(M.PARAM_COEF) == coef and params[M.PARAM_REWARD] == "proxy"
+
+
+def test_unknown_reward_option_fails_at_composition_and_lists_the_options():
+    proc = run_launch(["reward=oracle"], check=False)
+    assert proc.returncode != 0
+    assert all(opt in proc.stderr for opt in ("gold", "proxy", "zero"))
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["algo=dpo", "reward=gold"], "reads no reward"),
+    (["algo=simpo", "reward=zero"], "reads no reward"),
+    (["task=tldr", "model=pythia-1b", "reward=gold", "task.dataset=org/data", "model.gold_rm_path=null"],
+     "reward=gold trains on the gold reward model"),
+])
+def test_a_control_that_cannot_apply_is_a_config_error(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate(_compose(overrides))
