@@ -1,9 +1,12 @@
 """`python -m analysis`: MLflow sweep -> figures, tables, verdicts and an HTML report.
 
 Reads every run of an MLflow experiment (or of one sweep), caches the metric
-histories as parquet in the output folder, writes report.html, five figures,
-fits.csv, fit_groups.csv, peaks.csv, verdicts.csv, verdicts.md, runs.csv and
-missing_metrics.csv, and logs them as artifacts of the sweep's parent run.
+histories as parquet in the output folder, writes report.html, six figures,
+fits.csv, fit_groups.csv, peaks.csv, conditions.csv, attribution.csv,
+verdicts.csv, verdicts.md, runs.csv and missing_metrics.csv, and logs them as
+artifacts of the sweep's parent run. A study spread over several sweeps of one
+experiment is analysed whole when --sweep is not given; seeds pool by exact
+condition, whatever sweep they came from.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from analysis import load, report
+from analysis.verdicts import fmt_pm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,9 +73,23 @@ def main(argv=None) -> int:
         print(f"{len(rep.missing)} run(s) missing required metrics (listed in the report):")
         for r in rep.missing.itertuples(index=False):
             print(f"  {r.run_name} [{r.status}]: {r.missing}")
+    print(f"{len(rep.conditions)} conditions (seeds pooled only when every param but the seed is equal)")
+    if not rep.attribution.empty:
+        print("attribution (gold fall from the peak window, ± 1 SE; exploitation = proxy-trained - oracle-trained):")
+        for r in rep.attribution.to_dict("records"):
+            line = f"  {r['condition']}: proxy-trained fall {fmt_pm(r['proxy_fall'], r['proxy_fall_se'])}"
+            if pd.notna(r["oracle"]):
+                line += (
+                    f", oracle-trained {fmt_pm(r['oracle_fall'], r['oracle_fall_se'])}, exploitation "
+                    f"{fmt_pm(r['exploitation'], r['exploitation_se'])} -> {r['call']}"
+                )
+            if pd.notna(r["zero"]):
+                line += f", regularizer alone (reward=zero) {fmt_pm(r['zero_fall'], r['zero_fall_se'])}"
+            print(line)
     print("verdicts:")
-    for r in rep.verdicts.itertuples(index=False):
-        print(f"  {r.claim} {r.verdict:<13} {r.evidence}")
+    for r in rep.verdicts.to_dict("records"):
+        scope = f"[{r['runs']} runs, seeds {r['seeds']}; {r['figure']}]"
+        print(f"  {r['claim']:<4} {r['verdict']:<13} {scope} {r['evidence']}")
 
     if not args.no_log_artifacts:
         if load.log_report_to_parent(data.parent_run_id, rep.files, args.tracking_uri):

@@ -1,4 +1,4 @@
-"""The five report figures (matplotlib, Agg backend, PNG).
+"""The six report figures (matplotlib, Agg backend, PNG).
 
 Each `figN_*` function takes the tables built by `analysis.transforms` /
 `analysis.fits` and a path, draws one figure, writes it and returns the path.
@@ -6,8 +6,11 @@ Every figure is written even without data (a panel saying so), so the report
 always has the same shape. Seeds are aggregated as the mean with a min-max band.
 
 Layout shared by figures 1 and 3: one row per method (regularizer for online
-RL, algorithm otherwise), one column per learning rate, one line per
-regularization coefficient; y axes shared so panels compare directly.
+RL, algorithm otherwise; controls trained on gold or zero are methods of their
+own), one column per learning rate, one line per condition coloured by its
+regularization coefficient; y axes shared so panels compare directly. Figure 6
+(attribution) puts proxy-trained conditions beside their `reward=gold` and
+`reward=zero` twins, with gold's content/fluency split.
 """
 
 from __future__ import annotations
@@ -27,27 +30,35 @@ from matplotlib.lines import Line2D  # noqa: E402
 from analysis import fits as F  # noqa: E402
 from analysis.transforms import (  # noqa: E402
     BON_ALGO,
+    CONDITION,
+    CONTENT,
     ENTROPY,
+    FLUENCY,
     GAP,
     GOLD,
+    GRID_ROW,
     KL,
     OFFLINE_PREF_ALGOS,
     ONLINE_PREF_ALGOS,
+    ONLINE_RL_ALGOS,
     PROXY,
+    TRAINED_ON_PROXY,
+    TWIN,
     D,
     curve_band,
-    method_label,
+    method_labels,
     pearson,
 )
 from rlhf_sweeps import metrics as M  # noqa: E402
 
 DPI = 150
-FIG1, FIG2, FIG3, FIG4, FIG5 = (
+FIG1, FIG2, FIG3, FIG4, FIG5, FIG6 = (
     "fig1_rewards_vs_step.png",
     "fig2_gold_vs_d.png",
     "fig3_kl_vs_step.png",
     "fig4_entropy_vs_gap.png",
     "fig5_grid_heatmap.png",
+    "fig6_attribution.png",
 )
 STYLE = {
     "font.size": 10,
@@ -80,12 +91,14 @@ def _fmt_num(x) -> str:
 
 def _with_method(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
-    table["method"] = [method_label(a, r) for a, r in zip(table[M.PARAM_ALGO], table[M.PARAM_REGULARIZER], strict=True)]
+    table["method"] = method_labels(table)
+    if CONDITION not in table:  # frames built by hand: one condition per coefficient
+        table[CONDITION] = table[M.PARAM_COEF].astype(str)
     return table
 
 
 def _coef_symbol(part: pd.DataFrame) -> str:
-    """alpha for the entropy bonus, beta for KL and the preference temperatures (SCIENCE.md sec. 1)."""
+    """alpha for the entropy bonus, beta for KL and the preference temperatures (docs/science.md §1)."""
     regs, algos = set(part[M.PARAM_REGULARIZER].dropna()), set(part[M.PARAM_ALGO].dropna())
     if regs == {ENTROPY_REG}:
         return "α"
@@ -176,8 +189,9 @@ def _finish(fig, handles, title: str, subtitle: str, path: Path) -> Path:
 
 
 def _banded_lines(ax, part: pd.DataFrame, colors: dict, style: str = "-") -> None:
-    for coef, c in part.groupby(M.PARAM_COEF, dropna=False):
-        col = _color_for(colors, coef)
+    """One line per condition (its seed mean; band = min-max over seeds), coloured by coefficient."""
+    for _, c in part.groupby(CONDITION, dropna=False):
+        col = _color_for(colors, c[M.PARAM_COEF].iloc[0])
         ax.plot(c["step"], c["mean"], style, color=col, lw=1.8)
         if (c["n"] > 1).any():
             ax.fill_between(c["step"], c["lo"], c["hi"], color=col, alpha=0.2, lw=0)
@@ -201,7 +215,7 @@ def fig1_rewards_vs_step(table: pd.DataFrame, path: Path) -> Path:
     if table.empty or table[GOLD].isna().all():
         return _empty(path, title, "no run with eval gold reward")
     table = _with_method(table)
-    keys = ["method", M.PARAM_LR, M.PARAM_COEF]
+    keys = ["method", M.PARAM_LR, M.PARAM_COEF, CONDITION]
     bands = {v: curve_band(table, keys, v) for v in (GOLD, PROXY)}
     n_lrs = table[M.PARAM_LR].nunique(dropna=False)
     n_seeds = int(table.groupby(keys, dropna=False)["run_id"].nunique().max())
@@ -224,7 +238,7 @@ def fig1_rewards_vs_step(table: pd.DataFrame, path: Path) -> Path:
             Line2D([], [], color="k", ls="-", lw=1.8, label="gold"),
             Line2D([], [], color="k", ls="--", lw=1.8, label="proxy"),
         ]
-        sub = f"mean over seeds (up to {n_seeds}), band = min–max; gold and proxy re-centered on step 0"
+        sub = f"one line per condition: mean over seeds (up to {n_seeds}), band = min–max; re-centered on step 0"
         return _finish(fig, handles, title, sub, path)
 
 
@@ -314,7 +328,7 @@ def fig3_kl_vs_step(table: pd.DataFrame, path: Path) -> Path:
     if table.empty:
         return _empty(path, title, "no run with positive eval KL")
     table = _with_method(table)
-    band = curve_band(table, ["method", M.PARAM_LR, M.PARAM_COEF], KL)
+    band = curve_band(table, ["method", M.PARAM_LR, M.PARAM_COEF, CONDITION], KL)
     n_lrs = table[M.PARAM_LR].nunique(dropna=False)
     with plt.rc_context(STYLE):
         fig, panels, unused = _panel_grid(table)
@@ -365,26 +379,91 @@ def fig4_entropy_vs_gap(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+# --- figure 6 --------------------------------------------------------------------------------
+
+REWARD_ORDER = (TRAINED_ON_PROXY, "gold", "zero")  # column order of the attribution figure
+REWARD_TITLES = {TRAINED_ON_PROXY: "trained on the proxy", "gold": "trained on gold (oracle)", "zero": "no reward"}
+PART_STYLES = ((GOLD, "-", "gold"), (CONTENT, "--", "content"), (FLUENCY, ":", "fluency"))
+
+
+def fig6_attribution(table: pd.DataFrame, path: Path) -> Path:
+    """Gold vs step, proxy-trained beside oracle-trained (and reward=zero) twins, per regularizer and lr.
+
+    Lines: gold (solid, band = min-max over seeds), its content (dashed) and fluency (dotted)
+    parts, seed means; colour = coefficient. Only online conditions that have a control twin."""
+    title = "Attribution: exploitation of the proxy vs the regularizer's own drift"
+    need = {TWIN, M.PARAM_REWARD}
+    online = table[M.PARAM_ALGO].isin((*ONLINE_RL_ALGOS, *ONLINE_PREF_ALGOS))
+    t = table[online] if need <= set(table) else table.iloc[:0]
+    t = t.dropna(subset=[GOLD])
+    with_controls = t.groupby(TWIN)[M.PARAM_REWARD].nunique() if not t.empty else pd.Series(dtype=int)
+    t = t[t[TWIN].isin(with_controls[with_controls > 1].index)] if not t.empty else t
+    if t.empty:
+        return _empty(path, title, "no reward=gold or reward=zero controls in this selection:\nC2a and C2b: no data")
+    t = _with_method(t)
+    t["_row"] = [
+        f"{r} ({a}), lr = {_fmt_num(lr)}"
+        for a, r, lr in zip(t[M.PARAM_ALGO], t[M.PARAM_REGULARIZER], t[M.PARAM_LR], strict=True)
+    ]
+    rows = sorted(t["_row"].unique())
+    cols = [r for r in REWARD_ORDER if r in set(t[M.PARAM_REWARD])] + sorted(set(t[M.PARAM_REWARD]) - set(REWARD_ORDER))
+    parts = [p for p in PART_STYLES if p[0] in t and t[p[0]].notna().any()]
+    bands = {p: curve_band(t, ["_row", M.PARAM_REWARD, M.PARAM_COEF, CONDITION], p) for p, *_ in parts}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            len(rows), len(cols), figsize=(4.4 * len(cols), 3.1 * len(rows) + 1.0), squeeze=False, sharey=True,
+            layout="constrained",
+        )
+        for i, row in enumerate(rows):
+            colors = _coef_colors(t.loc[t["_row"] == row, M.PARAM_COEF])
+            for j, reward in enumerate(cols):
+                ax = axes[i, j]
+                for p, style, _ in parts:
+                    b = bands[p]
+                    sel = b[(b["_row"] == row) & (b[M.PARAM_REWARD] == reward)]
+                    for _, c in sel.groupby(CONDITION):
+                        col = _color_for(colors, c[M.PARAM_COEF].iloc[0])
+                        ax.plot(c["step"], c["mean"], style, color=col, lw=1.8 if p == GOLD else 1.2)
+                        if p == GOLD and (c["n"] > 1).any():
+                            ax.fill_between(c["step"], c["lo"], c["hi"], color=col, alpha=0.18, lw=0)
+                ax.axhline(0, color="0.5", lw=0.8, zorder=0)
+                ax.set_title(f"{row}\n{REWARD_TITLES.get(reward, 'reward = ' + str(reward))}", fontsize=10)
+                ax.set_xlabel("optimizer step")
+                if j == 0:
+                    ax.set_ylabel("value − step-0 value (gold std)")
+                sub = t[(t["_row"] == row) & (t[M.PARAM_REWARD] == reward)]
+                if not sub.empty:
+                    _coef_legend(ax, sub, colors)
+                else:
+                    ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        handles = [Line2D([], [], color="k", ls=style, lw=1.6, label=label) for _, style, label in parts]
+        sub = (
+            "seed means (band: gold min–max); gold = content + fluency (embedded world); "
+            "exploitation = fall under the proxy − fall under the oracle"
+        )
+        return _finish(fig, handles, title, sub, path)
+
+
 # --- figure 5 --------------------------------------------------------------------------------
 
 HEATMAP_VALUES = (
     ("peak_gold", "peak gold (std)", "viridis", "{:.2f}"),
-    ("drop", "final − peak gold (std)", "Reds_r", "{:.2f}"),
+    ("fall", "fall from the peak window (std)", "Reds", "{:.2f}"),
     ("final_kl", "final KL [nats]", "magma_r", "{:.3g}"),
 )
 
 
 def grid_axes(summary: pd.DataFrame) -> tuple[list[str], str]:
-    """Heat-map rows and column from the sweep grid: columns = lr; rows = method x coefficient
-    (x model, task where they vary). Coefficients mean different things per method, so they
-    index rows within a method rather than a shared column axis."""
-    rows = ["method", M.PARAM_COEF] + [
-        k for k in (M.PARAM_MODEL, M.PARAM_TASK) if k in summary and summary[k].nunique() > 1
-    ]
+    """Heat-map rows and column from the sweep grid: columns = lr; rows = method x coefficient x the
+    condition without its lr (`grid_row`), so runs that differ in anything but lr and seed never share
+    a cell. Coefficients mean different things per method, so they index rows within a method."""
+    rows = ["method", M.PARAM_COEF] + ([GRID_ROW] if GRID_ROW in summary else [])
     return rows, M.PARAM_LR
 
 
 def _row_label(keys, values, symbol: str) -> str:
+    if GRID_ROW in keys:  # the generated condition label (without lr) says it all
+        return str(values[list(keys).index(GRID_ROW)])
     parts = []
     for k, v in zip(keys, values, strict=True):
         if k == "method":
@@ -392,6 +471,8 @@ def _row_label(keys, values, symbol: str) -> str:
         elif k == M.PARAM_COEF:
             if not pd.isna(v):
                 parts.append(f"{symbol} = {v:g}")
+        elif k == GRID_ROW:
+            parts.append(f"[{v}]")
         else:
             parts.append(f"{k.split('.')[0]} {v}")
     return ", ".join(parts)
@@ -402,7 +483,7 @@ def _sort_key(values) -> tuple:
 
 
 def fig5_grid_heatmap(summary: pd.DataFrame, path: Path) -> Path:
-    """Seed-mean peak gold, final-minus-peak gold and final KL over the sweep grid."""
+    """Seed-mean peak gold, fall from the peak window (analysis.verdicts) and final KL over the sweep grid."""
     title = "Over-optimization across the sweep grid"
     summary = (
         summary[(summary[M.PARAM_ALGO] != BON_ALGO) & summary["peak_gold"].notna()] if not summary.empty else summary
@@ -475,8 +556,10 @@ def _ink(im, value: float) -> str:
 
 
 def all_figures(table, summary, run_fits, bon, bon_fit, out_dir: Path) -> list[Path]:
+    """Every figure, the attribution figure first (the report leads with it)."""
     out_dir = Path(out_dir)
     return [
+        fig6_attribution(table, out_dir / FIG6),
         fig1_rewards_vs_step(table, out_dir / FIG1),
         fig2_gold_vs_d(table, run_fits, bon, bon_fit, out_dir / FIG2),
         fig3_kl_vs_step(table, out_dir / FIG3),

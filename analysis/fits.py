@@ -1,6 +1,6 @@
 """Gao et al. (2022) functional forms, fitted by linear least squares.
 
-With `d = sqrt(KL)` and gold(0) = 0 (SCIENCE.md sec. 4):
+With `d = sqrt(KL)` and gold(0) = 0 (docs/science.md §4):
 
     best-of-n   R(d) = d * (a - b*d)      = a*d - b*d^2        peak d* = a / (2b)
     RL          R(d) = d * (a - b*ln d)   = a*d - b*d*ln(d)    peak d* = exp(a/b - 1)

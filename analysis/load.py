@@ -12,10 +12,10 @@ Outputs:
 
 - `runs`: one row per run (sweep parents excluded): run_id, run_name, status,
   sweep_id, overrides, failure_reason, parent_run_id, start/end time, the
-  group-key params parsed to numbers where numeric, and every other param
+  GROUP_PARAMS parsed to numbers where numeric, and every other param
   under `param:<name>` as the string MLflow stored.
 - `metrics`: long and tidy, one row per (run, key, step): run_id, run_name,
-  status, the group-key params, key, step, value. When a step was logged
+  status, the GROUP_PARAMS, key, step, value. When a step was logged
   twice (a requeued job re-logs the steps after its last checkpoint) the
   latest timestamp wins.
 
@@ -34,24 +34,16 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from analysis.transforms import GROUP_PARAMS, PARAM_PREFIX
 from rlhf_sweeps import metrics as M
 
-# Params that become typed columns of both frames (the keys results are grouped by).
-GROUP_PARAMS = (
-    M.PARAM_ALGO,
-    M.PARAM_REGULARIZER,
-    M.PARAM_LR,
-    M.PARAM_COEF,
-    M.PARAM_SEED,
-    M.PARAM_MODEL,
-    M.PARAM_TASK,
-)
+# GROUP_PARAMS (analysis.transforms) become typed columns of both frames; the condition a run
+# belongs to is read from all its params (analysis.conditions).
 NUMERIC_PARAMS = (M.PARAM_LR, M.PARAM_COEF, M.PARAM_SEED)
 # Where a launcher logged no param, the matching tag (set by rlhf_sweeps.tracking) is used.
 PARAM_TAG_FALLBACK = {M.PARAM_ALGO: M.TAG_ALGO, M.PARAM_REGULARIZER: M.TAG_REGULARIZER, M.PARAM_TASK: M.TAG_TASK}
 # Metric namespaces fetched in full; perf/ and rollout/ are engineering logs the report does not use.
 DEFAULT_PREFIXES = ("eval/", "bon/", "train/", "pref/")
-PARAM_PREFIX = "param:"
 
 RUN_COLUMNS = (
     "run_id",

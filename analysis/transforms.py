@@ -1,6 +1,6 @@
 """Pure pandas/numpy transforms of the tidy metric frame (no I/O, no mlflow, no torch).
 
-Conventions, following Gao et al. 2022 (SCIENCE.md sec. 4):
+Conventions, following Gao et al. 2022 (docs/science.md §4):
 
 - `d = sqrt(KL)` with KL the exact sequence-summed `eval/kl` to the initial
   policy. Exact KL cannot be negative; small negatives from float error are
@@ -11,9 +11,12 @@ Conventions, following Gao et al. 2022 (SCIENCE.md sec. 4):
   The gold scale (one gold std of the initial policy) is kept. A run with no
   step-0 eval keeps its logged values and `recentered=False` (the report lists it).
 - The proxy-gold gap is `proxy - gold` after re-centering (0 at step 0).
+- Gold's content and fluency parts (the embedded world's split; content +
+  fluency = gold at every eval) are re-centered the same way, so the identity
+  survives re-centering. The logged standard errors are not re-centered.
 - Peak = the first eval step of maximal gold; final = the last eval step.
-  `drop = final_gold - peak_gold` (<= 0); `proxy_rise = final_proxy - proxy at
-  the gold peak`. Over-optimization shows as drop < 0 with proxy_rise > 0.
+  These are descriptions; whether gold fell beyond noise is decided in
+  `analysis.verdicts` from window means and the logged standard errors.
 - Best-of-n runs log `bon/*` with step = n; their gold and proxy are
   re-centered on n = 1 (one sample from the initial policy).
 """
@@ -25,8 +28,23 @@ import pandas as pd
 
 from rlhf_sweeps import metrics as M
 
+# Params that become typed columns of the runs and metrics frames (analysis.load); every other
+# param is kept as the string MLflow stored, under `param:<name>`.
+GROUP_PARAMS = (
+    M.PARAM_ALGO,
+    M.PARAM_REGULARIZER,
+    M.PARAM_LR,
+    M.PARAM_COEF,
+    M.PARAM_SEED,
+    M.PARAM_MODEL,
+    M.PARAM_TASK,
+    M.PARAM_REWARD,
+)
+PARAM_PREFIX = "param:"
+
 # Column names of the derived, per-eval table (analysis-internal, not MLflow names).
 GOLD, PROXY, KL, D, GAP, ENTROPY, WIN_RATE, LENGTH = "gold", "proxy", "kl", "d", "gap", "entropy", "win_rate", "length"
+CONTENT, FLUENCY, GOLD_SE, PROXY_SE = "content", "fluency", "gold_se", "proxy_se"
 EVAL_COLUMNS = {
     M.EVAL_GOLD_REWARD: GOLD,
     M.EVAL_PROXY_REWARD: PROXY,
@@ -34,7 +52,13 @@ EVAL_COLUMNS = {
     M.EVAL_ENTROPY: ENTROPY,
     M.EVAL_GOLD_WIN_RATE: WIN_RATE,
     M.EVAL_RESPONSE_LENGTH: LENGTH,
+    M.EVAL_GOLD_CONTENT: CONTENT,
+    M.EVAL_GOLD_FLUENCY: FLUENCY,
+    M.EVAL_GOLD_SE: GOLD_SE,
+    M.EVAL_PROXY_SE: PROXY_SE,
 }
+# Re-centered on step 0 (levels); the SE columns are errors of the logged means and stay as logged.
+RECENTERED = (GOLD, PROXY, CONTENT, FLUENCY)
 BON_COLUMNS = {M.BON_GOLD_REWARD: GOLD, M.BON_PROXY_REWARD: PROXY, M.BON_KL: KL}
 
 # Algorithm families (config values of `algo.name`).
@@ -47,32 +71,43 @@ BON_ALGO = "bon"
 REQUIRED_EVAL = (M.EVAL_GOLD_REWARD, M.EVAL_PROXY_REWARD, M.EVAL_KL)
 REQUIRED_BON = (M.BON_GOLD_REWARD, M.BON_KL)
 
-# Grouping: seeds are aggregated; model and task join the key only when they vary.
-BASE_GROUP_KEYS = (M.PARAM_ALGO, M.PARAM_REGULARIZER, M.PARAM_LR, M.PARAM_COEF)
-OPTIONAL_GROUP_KEYS = (M.PARAM_MODEL, M.PARAM_TASK)
-RUN_KEYS = ("run_id", "run_name", "status", *BASE_GROUP_KEYS, M.PARAM_SEED, *OPTIONAL_GROUP_KEYS)
+# Run-level columns carried into every derived table. Seeds pool by `condition`
+# (analysis.conditions: every param but the seed equal), never by a subset of these.
+# condition: the label of the run's exact condition; twin: its key without the reward params;
+# grid_row: the label of its condition without the learning rate (a row of the grid heat map).
+CONDITION, TWIN, GRID_ROW = "condition", "twin", "grid_row"
+RUN_KEYS = (
+    "run_id",
+    "run_name",
+    "status",
+    M.PARAM_ALGO,
+    M.PARAM_REGULARIZER,
+    M.PARAM_LR,
+    M.PARAM_COEF,
+    M.PARAM_SEED,
+    M.PARAM_MODEL,
+    M.PARAM_TASK,
+    M.PARAM_REWARD,
+    CONDITION,
+    TWIN,
+    GRID_ROW,
+)
+TRAINED_ON_PROXY = "proxy"  # the `reward` value of ordinary (proxy-trained) runs
 
 
-def method_label(algo, regularizer) -> str:
-    """Short human label: the regularizer for online RL, the algorithm otherwise."""
+def method_label(algo, regularizer, reward=None) -> str:
+    """Short human label: the regularizer for online RL, the algorithm otherwise; controls say what they trained on."""
     algo = "unknown" if pd.isna(algo) else str(algo)
     if algo == BON_ALGO:
-        return "best-of-n"
-    if algo in ONLINE_RL_ALGOS:
+        base = "best-of-n"
+    elif algo in ONLINE_RL_ALGOS:
         reg = "unknown" if pd.isna(regularizer) else str(regularizer)
-        return f"{reg} ({algo})"
-    return algo
-
-
-def group_keys(runs: pd.DataFrame) -> list[str]:
-    """The base keys, plus model/task where more than one value occurs."""
-    keys = [k for k in BASE_GROUP_KEYS if k in runs]
-    keys += [k for k in OPTIONAL_GROUP_KEYS if k in runs and runs[k].nunique(dropna=True) > 1]
-    return keys
-
-
-def varying_keys(runs: pd.DataFrame, keys) -> list[str]:
-    return [k for k in keys if k in runs and runs[k].nunique(dropna=False) > 1]
+        base = f"{reg} ({algo})"
+    else:
+        base = algo
+    if reward is None or pd.isna(reward) or str(reward) == TRAINED_ON_PROXY:
+        return base
+    return f"{base}, reward={reward}"
 
 
 def _run_level(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +146,7 @@ def sqrt_kl(kl) -> np.ndarray:
 def eval_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, eval step): re-centered gold/proxy, KL, d, gap, entropy, win rate + run keys."""
     wide = _wide(metrics[~metrics["key"].str.startswith("bon/")], EVAL_COLUMNS)
-    wide = _recenter(wide, (GOLD, PROXY), origin_step=0)
+    wide = _recenter(wide, RECENTERED, origin_step=0)
     wide[D] = sqrt_kl(wide[KL])
     wide[GAP] = wide[PROXY] - wide[GOLD]
     return wide.merge(_run_level(metrics), on="run_id", how="left")
@@ -124,23 +159,19 @@ def bon_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.merge(_run_level(metrics), on="run_id", how="left").rename(columns={"step": "n"})
 
 
-def _value_at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
-    ok = ~np.isnan(values)
-    if not ok.any():
-        return np.nan
-    return float(np.interp(step, steps[ok], values[ok]))
-
-
 def summarize_run(one: pd.DataFrame) -> dict:
-    """Peak, final, drop and KL growth of one run's eval table (sorted by step inside)."""
+    """Descriptive peak and final values of one run's eval table (sorted by step inside).
+
+    The peak here is the single eval of maximal gold, a description (where the curve topped
+    out, at what KL) that is biased upward by noise; whether gold *fell* is decided by the
+    noise-aware rules of `analysis.verdicts`, never from these columns."""
     one = one.sort_values("step")
     steps = one["step"].to_numpy(dtype=float)
     gold = one[GOLD].to_numpy(dtype=float)
     out = {"n_evals": int((~np.isnan(gold)).sum()), "recentered": bool(one["recentered"].all())}
     last = one.iloc[-1]
-    final_step = float(steps[-1])
     out.update(
-        final_step=final_step,
+        final_step=float(steps[-1]),
         final_gold=last[GOLD],
         final_proxy=last[PROXY],
         final_kl=last[KL],
@@ -162,16 +193,8 @@ def summarize_run(one: pd.DataFrame) -> dict:
         peak_proxy=peak[PROXY],
         peak_gap=peak[GAP],
     )
-    # Last non-missing gold is "final" for the drop, so a trailing NaN does not hide a fall.
-    j = int(np.flatnonzero(~np.isnan(gold))[-1])
-    out["final_gold"] = gold[j]
-    out["drop"] = gold[j] - peak[GOLD]
-    out["proxy_rise"] = out["final_proxy"] - peak[PROXY]
-    out["gap_rise"] = out["final_gap"] - peak[GAP]
-    # KL growth over the last half of the run: KL(final) against KL(final_step / 2), interpolated.
-    kl = one[KL].to_numpy(dtype=float)
-    out["mid_kl"] = _value_at(steps, kl, final_step / 2.0)
-    out["kl_growth_ratio"] = out["final_kl"] / out["mid_kl"] if out["mid_kl"] > 0 else np.nan
+    # Last non-missing gold is "final", so a trailing NaN does not hide a fall.
+    out["final_gold"] = gold[int(np.flatnonzero(~np.isnan(gold))[-1])]
     return out
 
 
@@ -193,11 +216,6 @@ SUMMARY_COLUMNS = (
     "final_gap",
     "final_entropy",
     "final_win_rate",
-    "drop",
-    "proxy_rise",
-    "gap_rise",
-    "mid_kl",
-    "kl_growth_ratio",
 )
 
 
@@ -212,13 +230,15 @@ def run_summary(table: pd.DataFrame) -> pd.DataFrame:
     for col in (*[c for c in RUN_KEYS if c in table], *SUMMARY_COLUMNS):
         if col not in out:
             out[col] = np.nan
-    if not out.empty:
-        out.insert(
-            1, "method", [method_label(a, r) for a, r in zip(out[M.PARAM_ALGO], out[M.PARAM_REGULARIZER], strict=True)]
-        )
-    else:
-        out.insert(1, "method", pd.Series(dtype=str))
+    out.insert(1, "method", method_labels(out) if not out.empty else pd.Series(dtype=str))
     return out
+
+
+def method_labels(frame: pd.DataFrame) -> list[str]:
+    reward = frame[M.PARAM_REWARD] if M.PARAM_REWARD in frame else [None] * len(frame)
+    return [
+        method_label(a, r, w) for a, r, w in zip(frame[M.PARAM_ALGO], frame[M.PARAM_REGULARIZER], reward, strict=True)
+    ]
 
 
 def aggregate(summary: pd.DataFrame, keys, values) -> pd.DataFrame:

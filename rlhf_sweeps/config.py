@@ -166,6 +166,10 @@ class ModelConfig:
     # `gradient_checkpointing` applies on CUDA only. On the CPU everything is fp32.
     dtype: str = "float32"
     gradient_checkpointing: bool = False
+    # [low, high]: the Adam learning rates at which this model was measured to learn
+    # (conf/model/*.yaml says how); a run below `low` warns at start that nothing is
+    # expected to move. null = not measured, no warning.
+    learning_range: Optional[list[float]] = None
 
 
 @dataclass
@@ -261,6 +265,9 @@ class Config:
     cache_dir: str = "${project_root:}/artifacts"
     force: bool = False
     dry_run: bool = False
+    # false: libraries (vLLM, transformers, torch, MLflow) print errors only; the run's own
+    # eval lines, progress bar and warnings always show (rlhf_sweeps/quiet.py)
+    verbose: bool = False
 
 
 def condition_params(cfg: Any) -> dict[str, Any]:

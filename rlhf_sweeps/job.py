@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.config import condition_params, validate
 from rlhf_sweeps.plan import make_plan
+from rlhf_sweeps.quiet import quiet
 from rlhf_sweeps.stages import config_hash
 
 DONE_FILE = "done.json"
@@ -116,6 +117,7 @@ def exclusive(run_dir: Path):
 
 def run_job(cfg, overrides: list[str], sweep: Optional[SweepInfo] = None,
             launcher_cpus: Optional[int] = None) -> dict[str, Any]:
+    quiet(cfg.verbose)  # before torch / vLLM load: some of their switches are read at import
     validate(cfg)  # before any compute, before any MLflow run
     plan = make_plan(cfg)
     if cfg.dry_run:

@@ -105,13 +105,76 @@ def test_noncancel_term_matches_closed_form(bandit):
     assert len(uneq) > 0 and len(eq) > 0
     assert (uneq["measured_term"].abs() > 1e-3).all()
     assert (eq["measured_term"].abs() < 1e-10).all()
-    # closed forms, recomputed independently
-    _, log_z = T.gibbs_length_temperature(bandit, BETA)
-    g = uneq[uneq["construction"] == "gibbs"]
-    expected = (BETA / g["len_w"] - BETA / g["len_l"]) * log_z[g["prompt"].to_numpy()]
-    np.testing.assert_allclose(g["measured_term"], expected, atol=1e-6)
-    e = uneq[uneq["construction"] == "lenent_optimum"]
-    np.testing.assert_allclose(e["measured_term"], BETA * (1 / e["len_w"] - 1 / e["len_l"]), atol=1e-6)
+    # the closed forms of both constructions, against independent computations
+    assert (nc["abs_error"] < T.TERM_TOL).all()
+
+
+def _torch_argmax(bandit, objective, theta0=None):
+    """Maximize sum_x objective(log pi) over tabular logits with torch autograd + L-BFGS (float64).
+
+    An independent computation: no closed form, no analytic gradient, no scipy."""
+    torch = pytest.importorskip("torch")
+    start = torch.zeros(bandit.reward.shape, dtype=torch.float64) if theta0 is None else torch.as_tensor(theta0)
+    theta = start.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [theta], lr=1, max_iter=20000, tolerance_grad=1e-15, tolerance_change=1e-20, history_size=100,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = -objective(torch.log_softmax(theta, -1)).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
+    logp = torch.log_softmax(theta, -1).detach().numpy()
+    return np.exp(logp), logp
+
+
+def test_exact_optima_match_direct_numerical_maximization(bandit):
+    torch = pytest.importorskip("torch")
+    r, L = torch.tensor(bandit.reward), torch.tensor(bandit.lengths)
+    log_ref = torch.tensor(np.log(bandit.pi_ref))
+    kl, _ = _torch_argmax(bandit, lambda lp: (lp.exp() * (r - BETA * (lp - log_ref))).sum(-1))
+    assert T.max_abs_diff(kl, T.kl_optimum(bandit, BETA)) < 1e-6
+    me, _ = _torch_argmax(bandit, lambda lp: (lp.exp() * (r - ALPHA * lp)).sum(-1))
+    assert T.max_abs_diff(me, T.maxent_optimum(bandit, ALPHA)) < 1e-6
+    ln, _ = _torch_argmax(bandit, lambda lp: (lp.exp() * (r - BETA / L * lp)).sum(-1))
+    assert T.max_abs_diff(ln, T.lenent_optimum(bandit, BETA)[0]) < 1e-6
+
+
+def test_noncancel_closed_forms_against_torch(bandit):
+    """The terms left in the BT difference, measured on policies computed without the closed forms."""
+    torch = pytest.importorskip("torch")
+    nc = T.noncancel_table(bandit, BETA)
+    r, L = torch.tensor(bandit.reward), torch.tensor(bandit.lengths)
+    # exact length-normalized optimum, by direct maximization
+    _, logp = _torch_argmax(bandit, lambda lp: (lp.exp() * (r - BETA / L * lp)).sum(-1))
+    # Gibbs form exp(|y| r / beta) / Z, normalized by torch
+    gibbs = torch.log_softmax(L * r / BETA, -1).numpy()
+    for name, lp in (("lenent_optimum", logp), ("gibbs", gibbs)):
+        part = nc[nc["construction"] == name]
+        x, w, l = (part[c].to_numpy() for c in ("prompt", "y_w", "y_l"))
+        lw, ll = bandit.lengths[x, w], bandit.lengths[x, l]
+        measured = (bandit.reward[x, w] - bandit.reward[x, l]) - (BETA / lw * lp[x, w] - BETA / ll * lp[x, l])
+        np.testing.assert_allclose(part["closed_form"], measured, atol=1e-6)
+
+
+def test_simpo_population_optimum_by_torch_is_the_shifted_reward_optimum(bandit):
+    """SimPO's infinite-data BT loss minimized by autograd lands on the predicted fixed point, not the stated one."""
+    torch = pytest.importorskip("torch")
+    r, L = torch.tensor(bandit.reward), torch.tensor(bandit.lengths)
+    p = torch.sigmoid(r[:, :, None] - r[:, None, :]) * (1 - torch.eye(r.shape[1], dtype=r.dtype))
+
+    def neg_loss(lp):
+        h = BETA / L * lp
+        return -(p * torch.nn.functional.softplus(-(h[:, :, None] - h[:, None, :]))).sum((1, 2))
+
+    fit, _ = _torch_argmax(bandit, neg_loss, theta0=np.log(bandit.pi_ref))
+    assert T.max_abs_diff(fit, T.simpo_fixed_point(bandit, BETA)) < 1e-6
+    assert T.max_abs_diff(fit, T.lenent_optimum(bandit, BETA)[0]) > 1e-2
 
 
 def test_noncancel_term_zero_when_all_lengths_equal(equal_bandit):
@@ -138,11 +201,49 @@ def test_simpo_is_maxent_when_lengths_equal(equal_bandit):
 
 def test_theory_table_rows_and_verdict(bandit):
     t = T.theory_table(bandit, BETA, ALPHA, GAMMA)
-    assert {"objective", "loss", "exact_optimum", "max_abs_prob_error", "kl_to_optimum",
+    assert {"key", "objective", "loss", "exact_optimum", "max_abs_prob_error", "kl_to_optimum",
             "holds", "note"} <= set(t.columns)
     assert t["holds"].tolist() == [True, True, True, False, False, True, True, False]
     v = T.verdict(t, T.noncancel_table(bandit, BETA))
     assert "only up to" in v and "iff all compared responses have equal length" in v
+    assert "converges to the optimum for the reward r + beta/|y| instead" in v
+
+
+def test_every_verdict_sentence_follows_a_flag(bandit, equal_bandit):
+    """Flip each measured flag in the tables and the sentence that reports it changes."""
+    t, nc = T.theory_table(bandit, BETA, ALPHA, GAMMA), T.noncancel_table(bandit, BETA)
+    base = T.verdict(t, nc)
+    # equal lengths: C1 holds exactly, and no offset/margin sentence is needed
+    eq = T.verdict(T.theory_table(equal_bandit, BETA, ALPHA, GAMMA), T.noncancel_table(equal_bandit, BETA))
+    assert "C1 holds exactly" in eq and "no unequal-length pairs" in eq and "Adding the offset" not in eq
+    # a failing exact optimum: the verdict is withheld
+    broken = t.copy()
+    broken.loc[broken["key"] == "dpo", "holds"] = False
+    v = T.verdict(broken, nc)
+    assert "NOT holding: DPO" in v and "VERDICT: undetermined" in v
+    # the measured term off its closed form: said, and the length verdict is not given
+    off = nc.copy()
+    off.loc[off.index[:3], "abs_error"] = 1e-3
+    v = T.verdict(t, off)
+    assert "differs from the closed form on 3 of 90" in v and "not only by the length-dependent term" in v
+    assert "only up to" not in v
+    # a non-zero term on an equal-length pair
+    eqnz = nc.copy()
+    eqnz.loc[eqnz.index[eqnz["equal_length"]][:1], "measured_term"] = 0.5
+    assert "NOT zero on 1 of 6 equal-length pairs" in T.verdict(t, eqnz)
+    # offset and margin rows flipped
+    flip = t.copy()
+    flip.loc[flip["key"] == "simpo_offset", "holds"] = False
+    flip.loc[flip["key"] == "simpo_margin", "holds"] = True
+    v = T.verdict(flip, nc)
+    assert "does NOT recover" in v and "a constant margin gamma also does" in v
+    shifted = t.copy()
+    shifted.loc[shifted["key"] == "simpo_vs_shifted", "holds"] = False
+    assert "is not the optimum for r + beta/|y| either" in T.verdict(shifted, nc)
+    # the tolerance is TERM_TOL and it is used: a looser one changes the count
+    assert f"tolerance {T.TERM_TOL:g}" in base
+    loose = T.verdict(t, nc, term_tol=1.0)
+    assert "of 84 unequal-length pairs" in loose and "non-zero on all 84" not in loose
 
 
 def test_cli_writes_csvs_and_never_imports_torch(tmp_path):
