@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from rlhf_sweeps import metrics as M
+from rlhf_sweeps.terminal import eval_line
 
 
 def bon_ns(N: int) -> list[int]:
@@ -73,6 +74,7 @@ def run_bon(cfg, policy, sampler, evaluator, reward: Callable, proxy: Callable, 
     eval_metrics, rows = evaluator(policy, sampler)
     log(eval_metrics, 0)
     log_samples(rows, 0)
+    print(eval_line(0, eval_metrics), flush=True)
 
     N = cfg.algo.bon_n
     seed = int(np.random.default_rng([cfg.seed, 2]).integers(2**31))  # independent of the eval draw

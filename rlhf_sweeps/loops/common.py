@@ -1,8 +1,61 @@
-"""Small pieces every training loop shares."""
+"""What every training loop shares: the schedule, the terminal, the rollout seed.
+
+`LoopScaffold` holds the eval / checkpoint schedule (eval at step 0, every
+`eval_every` steps and at the end; checkpoint every `checkpoint_every` steps
+and at the end, never at the step a run resumed from), the terminal (a
+progress bar over optimizer steps that reaches 100%, and one line per eval
+printed above it with the numbers MLflow gets), and the seed of each step's
+rollout (a pure function of (seed, step), so a resumed run samples what the
+uninterrupted run would have).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from rlhf_sweeps import metrics as M
+from rlhf_sweeps.terminal import eval_line
+
+
+class LoopScaffold:
+    """Schedule, terminal and rollout seeds of one training loop (see the module doc)."""
+
+    def __init__(self, job, start_step: int, desc: str):
+        self.job, self.cfg, self.start_step = job, job.cfg, start_step
+        self.bar = tqdm(total=self.cfg.steps, initial=start_step, desc=desc, dynamic_ncols=True)
+
+    def steps(self) -> range:
+        """Optimizer steps still to take, plus the final evaluation at `cfg.steps`."""
+        return range(self.start_step, self.cfg.steps + 1)
+
+    def evaluates(self, step: int) -> bool:
+        return step % self.cfg.eval_every == 0 or step == self.cfg.steps
+
+    def checkpoints(self, step: int) -> bool:
+        return step > self.start_step and (step % self.cfg.checkpoint_every == 0 or step == self.cfg.steps)
+
+    def evaluate(self, step: int) -> None:
+        """Evaluate the current policy on the fixed prompts; log it and print its line."""
+        job = self.job
+        metrics, rows = job.evaluator(job.policy, job.sampler)
+        job.log(metrics, step)
+        job.log_samples(rows, step)
+        if M.EVAL_GOLD_REWARD in metrics:
+            self.bar.write(eval_line(step, metrics))
+
+    def rollout_seed(self, step: int) -> int:
+        return int(np.random.default_rng([self.cfg.seed, step, 1]).integers(2**31))
+
+    def advance(self, **postfix: str) -> None:
+        """One optimizer step done."""
+        self.bar.update(1)
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def check_finite(loss: torch.Tensor, step: int, coefficient_hint: str) -> None:

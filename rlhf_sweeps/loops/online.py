@@ -31,9 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import (
@@ -54,7 +52,7 @@ from rlhf_sweeps.algos import (
     rloo_advantages,
     truncated_is_weights,
 )
-from rlhf_sweeps.loops.common import check_finite, sync_after_update
+from rlhf_sweeps.loops.common import LoopScaffold, check_finite, sync_after_update
 from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
 
@@ -97,18 +95,15 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
     # samplers and scorers return CPU tensors; what the update needs goes to the policy's device
     device = next(job.policy.parameters()).device
     staleness = 0
-    bar = tqdm(range(start_step, cfg.steps + 1), desc=f"{cfg.algo.name}/{reg.name}", initial=start_step,
-               total=cfg.steps + 1, dynamic_ncols=True)
-    for step in bar:
+    loop = LoopScaffold(job, start_step, f"{cfg.algo.name}/{reg.name}")
+    for step in loop.steps():
         # ---- evaluate on the fixed held-out prompts (step 0 = the initial policy)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if loop.evaluates(step):
             if staleness:  # sync_every > 1: evaluate the current policy, not the engine's stale copy
                 job.sampler.sync_weights(job.policy)
                 staleness = 0
-            eval_metrics, rows = job.evaluator(job.policy, job.sampler)
-            job.log(eval_metrics, step)
-            job.log_samples(rows, step)
-        if step > start_step and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            loop.evaluate(step)
+        if loop.checkpoints(step):
             job.save_checkpoint(step, {"coef": coef_ctl.state_dict()})
         if step == cfg.steps:
             break
@@ -116,7 +111,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         # ---- rollout: k samples per prompt from the current policy
         t0 = time.perf_counter()
         prompts = job.train_prompts(step)
-        rollout = job.sampler.generate(prompts, n=k, seed=int(np.random.default_rng([cfg.seed, step, 1]).integers(2**31)))
+        rollout = job.sampler.generate(prompts, n=k, seed=loop.rollout_seed(step))
         responses = rollout.responses.to(device)  # (N, T)
         rollout_logp = None if rollout.logprobs is None else rollout.logprobs.to(device)  # (N, T)
         t1 = time.perf_counter()
@@ -213,5 +208,5 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 train[M.ROLLOUT_STALENESS] = staleness
         train = {key: float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in train.items()}
         job.log(train, step)
-        bar.set_postfix(proxy=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}")
-    bar.close()
+        loop.advance(reward=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}")
+    loop.close()

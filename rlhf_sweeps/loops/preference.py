@@ -55,12 +55,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import dpo_loss, logprobs_from_logits, masked_sum, simpo_loss
 from rlhf_sweeps.evaluation import sequence_stats
-from rlhf_sweeps.loops.common import check_finite, sync_after_update
+from rlhf_sweeps.loops.common import LoopScaffold, check_finite, sync_after_update
 from rlhf_sweeps.models import (
     SequenceBatch,
     make_sequence_batch,
@@ -185,15 +184,12 @@ def preference_update(job: PreferenceJob, prompts: list[list[int]], chosen: list
     return total_loss, total_stats, grad_norm
 
 
-def evaluate_and_checkpoint(job: PreferenceJob, step: int, start_step: int) -> None:
-    """Same schedule as `online.train_online`: eval at step 0, every eval_every, and the end."""
-    cfg = job.cfg
-    if step % cfg.eval_every == 0 or step == cfg.steps:
+def evaluate_and_checkpoint(job: PreferenceJob, loop: LoopScaffold, step: int) -> None:
+    """The scaffold's schedule (as `online.train_online`): eval at step 0, every eval_every, the end."""
+    if loop.evaluates(step):
         job.sampler.sync_weights(job.policy)  # offline: the engine only samples at evals
-        eval_metrics, rows = job.evaluator(job.policy, job.sampler)
-        job.log(eval_metrics, step)
-        job.log_samples(rows, step)
-    if step > start_step and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+        loop.evaluate(step)
+    if loop.checkpoints(step):
         job.save_checkpoint(step, {})
 
 
@@ -209,10 +205,9 @@ def train_offline_preference(job: PreferenceJob, start_step: int) -> None:
     if not pairs:
         raise ValueError(f"algo={cfg.algo.name} needs preference pairs, and task {cfg.task.name!r} gave none")
     per_epoch = max(1, len(pairs) // cfg.algo.batch_size)
-    bar = tqdm(range(start_step, cfg.steps + 1), desc=cfg.algo.name, initial=start_step,
-               total=cfg.steps + 1, dynamic_ncols=True)
-    for step in bar:
-        evaluate_and_checkpoint(job, step, start_step)
+    loop = LoopScaffold(job, start_step, cfg.algo.name)
+    for step in loop.steps():
+        evaluate_and_checkpoint(job, loop, step)
         if step == cfg.steps:
             break
 
@@ -234,8 +229,8 @@ def train_offline_preference(job: PreferenceJob, start_step: int) -> None:
         })
         train = _floats(train)
         job.log(train, step)
-        bar.set_postfix(margin=f"{train[M.PREF_MARGIN]:+.3f}", acc=f"{train[M.PREF_ACCURACY]:.2f}")
-    bar.close()
+        loop.advance(margin=f"{train[M.PREF_MARGIN]:+.3f}", acc=f"{train[M.PREF_ACCURACY]:.2f}")
+    loop.close()
 
 
 # ----------------------------------------------------------------------------- online
@@ -254,21 +249,19 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
     cfg = job.cfg
     T = cfg.rollout.temperature
     k = cfg.algo.k
-    pad_id, eos_id = special_ids(job.policy)
     staleness = 0
-    bar = tqdm(range(start_step, cfg.steps + 1), desc=cfg.algo.name, initial=start_step,
-               total=cfg.steps + 1, dynamic_ncols=True)
-    for step in bar:
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+    loop = LoopScaffold(job, start_step, cfg.algo.name)
+    for step in loop.steps():
+        if loop.evaluates(step):
             staleness = 0  # evaluate_and_checkpoint syncs the engine before it evaluates
-        evaluate_and_checkpoint(job, step, start_step)
+        evaluate_and_checkpoint(job, loop, step)
         if step == cfg.steps:
             break
 
         # ---- rollout: k samples per prompt from the current policy, same seeds as online.py
         t0 = time.perf_counter()
         prompts = job.train_prompts(step)
-        rollout = job.sampler.generate(prompts, n=k, seed=int(np.random.default_rng([cfg.seed, step, 1]).integers(2**31)))
+        rollout = job.sampler.generate(prompts, n=k, seed=loop.rollout_seed(step))
         responses = rollout.responses  # (N, T)
         rows = rollout.response_lists()  # each response as sampled
         t1 = time.perf_counter()
@@ -311,6 +304,6 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
             train[M.ROLLOUT_STALENESS] = staleness
         train = _floats(train)
         job.log(train, step)
-        bar.set_postfix(proxy=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}",
-                        margin=f"{train[M.PREF_MARGIN]:+.3f}")
-    bar.close()
+        loop.advance(reward=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}",
+                     margin=f"{train[M.PREF_MARGIN]:+.3f}")
+    loop.close()

@@ -14,6 +14,7 @@ only picks the loop: rloo / reinforce -> `online.train_online`, simpo / dpo ->
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from rlhf_sweeps import metrics as M
 from rlhf_sweeps.evaluation import Evaluator
 from rlhf_sweeps.models import load_causal_lm, prepare_for_training, resolve_device
 from rlhf_sweeps.rewards import ZeroReward
+from rlhf_sweeps.terminal import mlflow_run_url, run_end_block
 from rlhf_sweeps.rollout import make_sampler
 
 
@@ -32,11 +34,24 @@ def rss_gb() -> float:
     return psutil.Process().memory_info().rss / 2**30
 
 
+def learning_range_warning(cfg) -> str | None:
+    """A warning when `lr` is below the model's measured learning range (the run still goes)."""
+    rng = cfg.model.learning_range
+    if not rng or cfg.lr >= rng[0] or cfg.algo.name == "bon":
+        return None
+    return (f"[rlhf-sweeps] warning: lr={cfg.lr:g} is below the measured learning range of "
+            f"model={cfg.model.name} ({rng[0]:g} to {rng[1]:g}): gold, proxy and KL are not expected to "
+            "move. The paper's 1e-7/1e-6 are for Pythia-scale widths (README, 'The embedded world').")
+
+
 def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     from rlhf_sweeps.loops.online import OnlineJob, make_coef_controller, train_online
     from rlhf_sweeps.loops.preference import PreferenceJob, train_offline_preference, train_online_simpo
     from rlhf_sweeps.tasks import build_task
 
+    warning = learning_range_warning(cfg)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     task = build_task(cfg)
@@ -67,6 +82,13 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         evaluator.init_gold = ckpt["init_gold"]
         checkpoint.set_rng_state(ckpt["rng"])
         start_step = ckpt["step"]
+    # every eval's numbers, for the block printed when the run ends (kept across a resume)
+    history: dict[int, dict] = dict(ckpt.get("eval_history", {})) if ckpt is not None else {}
+
+    def log(values: dict, step: int) -> None:
+        tracker.log_metrics(values, step)
+        if M.EVAL_GOLD_REWARD in values:
+            history[step] = dict(values)
 
     sampler = make_sampler(cfg.rollout, policy, model_dir=task.policy_dir)
     if ckpt is not None:
@@ -77,6 +99,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
             "step": step, "run_id": tracker.run_id, "policy": policy.state_dict(),
             "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(),
             "init_gold": evaluator.init_gold, "extra": extra, "pending_metrics": tracker.pending(),
+            "eval_history": history,
         })
         tracker.flush()  # only after the rename: exactly-once metrics (rlhf_sweeps/tracking.py)
 
@@ -87,7 +110,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         return task.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step)
 
     common = dict(cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, evaluator=evaluator,
-                  log=tracker.log_metrics, log_samples=log_samples, save_checkpoint=save_checkpoint,
+                  log=log, log_samples=log_samples, save_checkpoint=save_checkpoint,
                   rss_gb=rss_gb)
     try:
         name = cfg.algo.name
@@ -95,8 +118,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
             from rlhf_sweeps.loops.bon import run_bon
 
             run_dir.mkdir(parents=True, exist_ok=True)  # no checkpoint creates it; job.py writes done.json there
-            run_bon(cfg, policy, sampler, evaluator, reward, proxy, gold, task.eval_prompts,
-                    tracker.log_metrics, log_samples)
+            run_bon(cfg, policy, sampler, evaluator, reward, proxy, gold, task.eval_prompts, log, log_samples)
         elif name in ("simpo", "dpo"):
             train_offline_preference(PreferenceJob(**common, pairs=task.pairs()), start_step)
         elif name == "online_simpo":
@@ -105,3 +127,5 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
             train_online(OnlineJob(**common, reward=reward, train_prompts=train_prompts), start_step, coef_ctl)
     finally:
         sampler.close()
+    print(run_end_block(f"MLflow run {tracker.run_id}", history,
+                        mlflow_run_url(cfg.tracking.uri, tracker.experiment_id, tracker.run_id)), flush=True)
