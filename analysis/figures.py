@@ -200,7 +200,7 @@ def _banded_lines(ax, part: pd.DataFrame, colors: dict, style: str = "-") -> Non
 def _coef_legend(ax, part: pd.DataFrame, colors: dict) -> None:
     symbol = _coef_symbol(part)
     coefs = _sorted_unique(part[M.PARAM_COEF])
-    if len(coefs) > 1 or not pd.isna(coefs[0]):
+    if len(coefs) > 1 or (coefs and not pd.isna(coefs[0])):
         handles = [Line2D([], [], color=_color_for(colors, c), lw=2.5, label=_coef_label(symbol, c)) for c in coefs]
         ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.85)
 
