@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast test-slurm smoke sweep analysis theory bench mlflow-ui \
+.PHONY: help install run test test-fast test-slurm smoke sweep study analysis theory bench bench-step mlflow-ui \
         slurm-install slurm-up slurm-down clean
 
 help: ## show this help
@@ -39,6 +39,9 @@ smoke: install ## the whole pipeline in a few steps
 sweep: install ## an example sweep over the embedded model's learning range
 	$(BIN)/python launch.py -m regularizer=entropy,kl,none lr=1e-4,3e-4 seed=0,1
 
+study: install ## the full embedded study (~90 runs, ~1.5 h on 2 cores) + its report in docs/embedded_study/
+	scripts/study.sh all
+
 analysis: install ## over-optimization figures, fits, verdicts for the default experiment
 	$(BIN)/python -m analysis --experiment rlhf-sweeps
 
@@ -47,6 +50,9 @@ theory: install ## exact tabular-bandit check of SimPO = MaxEnt RL (claim C1)
 
 bench: install ## rollout benchmark: HF generate vs vLLM
 	$(BIN)/python bench/rollout.py
+
+bench-step: install ## the online step phase by phase, this code vs each switch turned off
+	$(BIN)/python bench/step.py
 
 mlflow-ui: install ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
@@ -60,7 +66,9 @@ slurm-up: slurm-install ## start a one-node SLURM cluster in .slurm/ (then: sour
 slurm-down: ## stop the local SLURM cluster
 	scripts/slurm-down.sh
 
-test-slurm: install slurm-up ## the SLURM tests against the local cluster
+# The tests start the cluster if it is down, and stop it again only if they started it:
+# a cluster you brought up with `make slurm-up` stays up, one they started does not.
+test-slurm: install slurm-install ## the SLURM tests (start the local cluster if down; stop it if they started it)
 	$(BIN)/python -m pytest -q -m slurm
 
 clean: ## remove outputs, caches and the local MLflow store (keeps .venv)

@@ -66,6 +66,8 @@ BOOKKEEPING_PARAMS = (
     "rollout.kv_cache_gb",
     "rollout.enable_sleep_mode",
     "rollout.enforce_eager",
+    # what was asked for (auto, hf, vllm); the engine that ran is `rollout.engine`, which counts
+    "rollout.name",
 )
 # Legacy coefficient keys (runs logged before param `coef`), by algorithm family.
 LEGACY_ONLINE_COEF = "temperature"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rlhf_sweeps.config import ONLINE_ALGOS
 from rlhf_sweeps import metrics as M
 
 # Params that become typed columns of the runs and metrics frames (analysis.load); every other
@@ -62,7 +63,8 @@ RECENTERED = (GOLD, PROXY, CONTENT, FLUENCY)
 BON_COLUMNS = {M.BON_GOLD_REWARD: GOLD, M.BON_PROXY_REWARD: PROXY, M.BON_KL: KL}
 
 # Algorithm families (config values of `algo.name`).
-ONLINE_RL_ALGOS = ("rloo", "reinforce", "ppo")
+# algorithm names are defined once, in rlhf_sweeps/config.py (omegaconf only, no torch)
+ONLINE_RL_ALGOS = tuple(a for a in ONLINE_ALGOS if a != "online_simpo")  # rloo, reinforce, ppo, grpo
 OFFLINE_PREF_ALGOS = ("simpo", "dpo")
 ONLINE_PREF_ALGOS = ("online_simpo",)
 BON_ALGO = "bon"

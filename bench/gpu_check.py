@@ -283,11 +283,10 @@ def check_numerics(args, use_hf: bool) -> dict:
 
 def check_rollout(args, policy_bf16, vocab: int, P: int, T: int, device) -> dict:
     section(f"rollout: HFSampler, {args.prompts} prompts x k={args.k}, {P} prompt + {T} new tokens")
-    from types import SimpleNamespace
-
+    from rlhf_sweeps.rollout.base import Sampling
     from rlhf_sweeps.rollout.hf import HFSampler
 
-    sampler = HFSampler(policy_bf16, SimpleNamespace(temperature=0.7, top_p=1.0, max_new_tokens=T),
+    sampler = HFSampler(policy_bf16, Sampling(temperature=0.7, top_p=1.0, max_new_tokens=T),
                         batch_size=args.prompts * args.k)
     prompts = torch.randint(1, vocab - 2, (args.prompts, P)).tolist()
     sampler.generate(prompts[:1], n=1, seed=0)  # warm-up

@@ -61,6 +61,7 @@ from rlhf_sweeps.models import (  # noqa: E402
     prepare_for_training,
 )
 from rlhf_sweeps.rewards import RewardModelScorer  # noqa: E402
+from rlhf_sweeps.rollout.base import Sampling  # noqa: E402
 from rlhf_sweeps.rollout.hf import HFSampler  # noqa: E402
 
 VOCAB = 48  # ids 0-3 special (pad, bos, eos, sep), as in the embedded world
@@ -182,7 +183,7 @@ def run_online(world: dict, cfg: NS, device: torch.device, sampler=None, ckpt_di
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     evaluator = Evaluator(world["eval_prompts"], proxy, gold, ref, cfg.rollout.temperature, 2, 1234,
                           n_table_rows=4)
-    sampler = sampler if sampler is not None else HFSampler(policy, cfg.rollout)
+    sampler = sampler if sampler is not None else HFSampler(policy, Sampling.of(cfg.rollout))
     if isinstance(sampler, Recorder):
         sampler.inner.sync_weights(policy)
     logged: dict[int, dict] = {}
@@ -249,7 +250,7 @@ def check_cpu_vs_device(world: dict, device: torch.device) -> None:
     cpu = torch.device("cpu")
     cfg = make_cfg("rloo", steps=1, eval_every=1, dtype="float32")
     with timed("rloo fp32 cpu+device"):
-        recorder = Recorder(HFSampler(None, cfg.rollout))
+        recorder = Recorder(HFSampler(None, Sampling.of(cfg.rollout)))
         ref_log, _, _ = run_online(world, cfg, cpu, sampler=recorder)
         dev_log, dev_policy, _ = run_online(world, cfg, device, sampler=Replay(recorder.rollouts))
     compared = [M.TRAIN_LOSS, M.TRAIN_PG_LOSS, M.TRAIN_REG_LOSS, M.TRAIN_KL, M.TRAIN_ENTROPY,

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlhf_sweeps.algos import logprobs_from_logits  # noqa: E402
-from rlhf_sweeps.config import RolloutConfig  # noqa: E402
+from rlhf_sweeps.rollout.base import Sampling  # noqa: E402
 from rlhf_sweeps.models import build_causal_lm, count_params, make_sequence_batch, response_logits  # noqa: E402
 from rlhf_sweeps.rollout.hf import HFSampler  # noqa: E402
 from rlhf_sweeps.world.language import N_SPECIAL  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from rlhf_sweeps.rollout.vllm import VLLMSampler
 
-    cfg = OmegaConf.structured(RolloutConfig(name="vllm", max_new_tokens=args.max_new_tokens))
+    cfg = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens)
     sizes = [int(p) for p in args.prompts.split(",")]
     header = machine()
     rows, notes = [], []

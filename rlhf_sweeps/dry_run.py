@@ -22,6 +22,9 @@ The GPU memory estimate is deliberately simple and says what it assumes:
   larger of the two transients counts (this matched the peaks measured on an
   H200 by bench/gpu_check.sh to ~0.3 GiB for Pythia-1B and -2.8B);
 * reference (frozen SFT copy), proxy RM and gold RM weights in `model.dtype`;
+* `algo=ppo`: the value model, trainable like the policy (fp32 weights, gradients,
+  Adam: 16 bytes / parameter); its backward and Adam step come after the policy's,
+  so they count as transients beside the policy's (`_add_value_model`);
 * the rollout engine: with `rollout=vllm` it takes `gpu_memory_utilization` of
   the GPU for its weights and KV cache, and the trainer gets the rest; the KV
   cache a whole step's sequences need is compared with what that share leaves.
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from rlhf_sweeps.config import OFFLINE_ALGOS
+from rlhf_sweeps.config import CLIPPED_ALGOS, OFFLINE_ALGOS
 
 GiB = 2**30
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -88,6 +91,44 @@ def _m(n: int) -> str:
     return f"{n / 1e6:,.1f}M ({n:,})"
 
 
+def _activations(a: Arch, seqs: int, S: int, b: int, checkpointing: bool) -> float:
+    """Bytes a backward keeps of a transformer's activations (Korthikanti et al., 16-bit; scales
+    with the dtype); with checkpointing, each layer's input plus one layer's working set."""
+    layer_act = 34 * S * seqs * a.hidden_size * b / 2
+    if checkpointing:
+        return a.num_layers * S * seqs * a.hidden_size * b + layer_act
+    return a.num_layers * layer_act
+
+
+def _add_value_model(cfg, policy: Arch, seqs: int, S: int, b: int, counts: dict, items: dict,
+                     transient: dict, unknown: list) -> None:
+    """PPO's critic (rlhf_sweeps/value_model.py): a second trainable model.
+
+    Its weights, gradients and Adam moments are fp32 like the policy's (16 B/param), so the
+    trainable memory doubles when it is the size of the policy. Its backward runs after the
+    policy's and its optimizer step after the policy's, so its activations (no vocabulary
+    logits: a scalar head) and Adam workspace are transients next to the policy's, not on top.
+    `algo.value_init=reward` copies the proxy RM (`model.proxy_rm_arch`; the embedded world's
+    proxy is the SFT architecture); `policy` copies the policy's backbone.
+    """
+    m = cfg.model
+    arch = policy
+    if cfg.algo.value_init == "reward" and cfg.task.name != "synthetic":
+        arch = _rm_arch(m.proxy_rm_arch)
+        if arch is None:
+            unknown.append("model.proxy_rm_arch (the value model's size)")
+            return
+    n = param_count(arch, "scalar") + 1  # + the head's bias
+    counts["value model (trainable)"] = n
+    items["value model weights (fp32)"] = n * 4
+    items["value model gradients (fp32)"] = n * 4
+    items["value model Adam moments (fp32)"] = n * 8
+    transient[f"value backward: activations of {seqs} seq x {S} tok"
+              + (" (checkpointed)" if m.gradient_checkpointing else "")] = _activations(arch, seqs, S, b,
+                                                                                         m.gradient_checkpointing)
+    transient["value Adam step: multi-tensor workspace (~4 B/param)"] = n * 4
+
+
 def memory_estimate(cfg, plan) -> dict:
     """Line items in bytes, and the verdict; see the module docstring for assumptions."""
     m, ro = cfg.model, cfg.rollout
@@ -99,11 +140,7 @@ def memory_estimate(cfg, plan) -> dict:
     S = plan.max_sequence_tokens
     T = S - plan.max_prompt_tokens
     h, L, V = policy.hidden_size, policy.num_layers, policy.vocab_size
-    layer_act = 34 * S * seqs * h * b / 2  # Korthikanti et al., 16-bit; scales with the dtype
-    if m.gradient_checkpointing:
-        acts = L * S * seqs * h * b + layer_act
-    else:
-        acts = L * layer_act
+    acts = _activations(policy, seqs, S, b, m.gradient_checkpointing)
     logits = seqs * S * V * b + 3 * seqs * T * V * 4
 
     items = {
@@ -135,6 +172,8 @@ def memory_estimate(cfg, plan) -> dict:
         n = param_count(arch, "scalar")
         counts[label] = n
         items[f"{label} weights ({m.dtype})"] = n * b
+    if cfg.algo.name == "ppo":
+        _add_value_model(cfg, policy, seqs, S, b, counts, items, transient, unknown)
     trainer = sum(items.values()) + max(transient.values())
 
     mem = cfg.gpu.memory_gb * GiB
@@ -173,6 +212,10 @@ def describe(cfg, plan) -> str:
         unit = "sequences"
     lines.append(f"  micro-batch         {plan.micro_batch_size} {unit} x {plan.grad_accum_steps} "
                  "gradient-accumulation steps (algo.micro_batch_size)")
+    if a.name in CLIPPED_ALGOS:
+        per_pass = plan.rollout_batch // plan.update_batch
+        lines.append(f"  ppo passes          {a.ppo_epochs} (algo.ppo_epochs) x {per_pass} minibatch(es) of "
+                     f"{plan.update_batch} = {a.ppo_epochs * per_pass} optimizer steps per rollout")
     lines.append(f"  longest sequence    {plan.max_prompt_tokens} prompt + "
                  f"{plan.max_sequence_tokens - plan.max_prompt_tokens} response = {plan.max_sequence_tokens} tokens")
     lines.append(f"  evaluations         {plan.n_evals} x {plan.eval_responses} responses "

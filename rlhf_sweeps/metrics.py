@@ -22,6 +22,14 @@ TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_EPOCH = "train/epoch"  # offline preference runs: passes over the pairs so far
 TRAIN_PROXY_CHOSEN = "train/proxy_chosen"  # online SimPO: proxy score of the chosen (best) sample
 TRAIN_PROXY_REJECTED = "train/proxy_rejected"  # online SimPO: proxy score of the rejected (worst) sample
+# ppo / grpo (rlhf_sweeps/loops/ppo.py): token shares over every pass and minibatch of a step
+TRAIN_CLIP_FRAC = "train/clip_frac"  # tokens whose clipped surrogate term was the larger (no gradient)
+TRAIN_APPROX_KL = "train/approx_kl"  # k3 estimate of KL(pi_rollout || pi), the policy's drift within a step
+TRAIN_RATIO = "train/ratio"  # token mean of pi / pi_rollout (1 on-policy)
+# ppo's value model
+TRAIN_VALUE_LOSS = "train/value_loss"  # clipped value loss, mean over the step's optimizer updates
+TRAIN_VALUE_CLIP_FRAC = "train/value_clip_frac"
+TRAIN_EXPLAINED_VARIANCE = "train/explained_variance"  # 1 - Var(returns - V) / Var(returns), rollout values
 
 # --- evaluation (step = optimizer step at which it was taken) ---------------
 EVAL_PROXY_REWARD = "eval/proxy_reward"
@@ -111,6 +119,8 @@ PARAM_COEF = "coef"
 # What the policy is trained on: proxy (the reward model), gold (oracle control) or
 # zero (the regularizer alone). conf/reward/.
 PARAM_REWARD = "reward"
+# The rollout engine a run sampled with (`rollout=auto` chooses it at start): hf or vllm.
+PARAM_ENGINE = "rollout.engine"
 PARAM_SEED = "seed"
 PARAM_MODEL = "model.name"
 PARAM_TASK = "task.name"

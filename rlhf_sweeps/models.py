@@ -224,10 +224,16 @@ class SequenceBatch:
     prompt_len: int  # P
     response_mask: torch.Tensor  # (B, T) bool, True up to and including the first <eos>
 
-    def select(self, rows: slice) -> "SequenceBatch":
-        """The rows of a micro-batch (the left-padded prompt width P is shared)."""
-        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.position_ids[rows],
-                             self.prompt_len, self.response_mask[rows])
+    def select(self, rows: slice | torch.Tensor) -> "SequenceBatch":
+        """The rows of a micro-batch (a slice or index tensor), cut to its own longest response.
+
+        Columns past the longest response of these rows are padding for all of them, and the
+        model is causal: dropping them changes no logit of a real token, only the work.
+        """
+        mask = self.response_mask[rows]
+        width = self.prompt_len + int(mask.sum(1).max()) if len(mask) else self.input_ids.shape[1]
+        return SequenceBatch(self.input_ids[rows, :width], self.attention_mask[rows, :width],
+                             self.position_ids[rows, :width], self.prompt_len, mask[:, : width - self.prompt_len])
 
     def to(self, device: torch.device) -> "SequenceBatch":
         """The batch on `device` (it is built on the CPU; on the CPU this copies nothing)."""

@@ -6,7 +6,8 @@ a ConfigError that names the keys to change.
 
 Batch vocabulary (as in summarize_from_feedback_details):
 - online algorithms: one optimizer step uses `rollout_batch` = prompts_per_step x k
-  sampled responses; offline ones use `algo.batch_size` pairs. That is `update_batch`.
+  sampled responses (ppo / grpo: a minibatch of `algo.ppo_minibatch_size` of them, when
+  set); offline ones use `algo.batch_size` pairs. That is `update_batch`.
 - the update runs in micro-batches of `micro_batch_size` (sequences online, pairs
   offline) and accumulates gradients over `grad_accum_steps` = update_batch /
   micro_batch_size of them. `algo.micro_batch_size=null` means one micro-batch.
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhf_sweeps.algos.ops import exact_div
-from rlhf_sweeps.config import OFFLINE_ALGOS, REAL_TASKS, ConfigError
+from rlhf_sweeps.config import CLIPPED_ALGOS, OFFLINE_ALGOS, REAL_TASKS, ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ def make_plan(cfg) -> Plan:
     offline = algo.name in OFFLINE_ALGOS
     update = algo.batch_size if offline else batch
     unit = "pairs (algo.batch_size)" if offline else "responses (algo.prompts_per_step x algo.k)"
+    if algo.name in CLIPPED_ALGOS and algo.ppo_minibatch_size is not None:
+        # ppo / grpo: one optimizer step per minibatch of the rollout, ppo_epochs passes
+        options = [d for d in range(1, batch + 1) if batch % d == 0]
+        _div(batch, algo.ppo_minibatch_size, f"rollout batch of {batch} {unit} / algo.ppo_minibatch_size",
+             f"Set algo.ppo_minibatch_size to a divisor of {batch} (one of {options}), or null for one "
+             "minibatch (the whole rollout).")
+        update, unit = algo.ppo_minibatch_size, "sequences (algo.ppo_minibatch_size)"
     micro = algo.micro_batch_size or update
     divisors = [d for d in range(1, update + 1) if update % d == 0]
     accum = _div(update, micro, f"update batch of {update} {unit} / algo.micro_batch_size",

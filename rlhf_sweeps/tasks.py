@@ -202,6 +202,7 @@ def _real(cfg) -> TaskBundle:
     from rlhf_sweeps import data, stages
     from rlhf_sweeps.models import load_causal_lm
     from rlhf_sweeps.rewards import Normalization, fit_normalization, pearson
+    from rlhf_sweeps.rollout.base import Sampling
     from rlhf_sweeps.rollout.hf import HFSampler
 
     task, m = cfg.task, cfg.model
@@ -240,11 +241,8 @@ def _real(cfg) -> TaskBundle:
                  "max_new_tokens": ro.max_new_tokens, "seed": task.proxy.seed}
 
     def build_norm(out: Path) -> dict:
-        from omegaconf import OmegaConf
-
         policy = load_causal_lm(policy_dir, dtype, trust_remote_code=m.trust_remote_code).to(device)
-        sampler = HFSampler(policy, OmegaConf.create({"temperature": ro.temperature, "top_p": ro.top_p,
-                                                      "max_new_tokens": ro.max_new_tokens}), batch_size=64)
+        sampler = HFSampler(policy, Sampling.of(ro), batch_size=64)
         rollout = sampler.generate(norm_prompts, n=1, seed=task.proxy.seed + 1)
         responses = rollout.response_lists()
         proxy_raw = proxy.raw(rollout.prompts, responses)

@@ -174,3 +174,24 @@ def test_unknown_reward_option_fails_at_composition_and_lists_the_options():
 def test_a_control_that_cannot_apply_is_a_config_error(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         validate(_compose(overrides))
+
+
+def test_schema_defaults_agree_with_the_yaml_that_runs():
+    """A default lives in one place: where the default composition's YAML sets a key, the
+    schema's default (rlhf_sweeps/config.py) must be the same value, or one of them is stale.
+    A schema default of None means "no default: the group option decides"."""
+    from rlhf_sweeps.config import Config
+
+    composed = OmegaConf.to_container(_compose([]), resolve=False)
+    schema = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
+    stale = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict):
+            for k in a:
+                walk(a[k], (b or {}).get(k), f"{path}{k}.")
+        elif b is not None and a != b:
+            stale.append(f"{path[:-1]}: YAML {a!r}, schema {b!r}")
+
+    walk(composed, schema, "")
+    assert not stale, stale

@@ -29,6 +29,7 @@ import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.loops.online import OnlineJob, make_coef_controller, train_online
 from rlhf_sweeps.models import build_causal_lm
+from rlhf_sweeps.rollout.base import Sampling
 from rlhf_sweeps.rollout.hf import HFSampler
 from tests.conftest import ROOT
 
@@ -58,7 +59,7 @@ def run(overrides: list[str], seed: int) -> dict[str, float]:
     prompts = [[1] + rng.integers(4, VOCAB, 3).tolist() + [3] for _ in range(cfg.algo.prompts_per_step)]
     logged: dict[int, dict] = {}
     job = OnlineJob(cfg=cfg, policy=policy, ref=ref, optimizer=torch.optim.Adam(policy.parameters(), lr=3e-3),
-                    sampler=HFSampler(policy, cfg.rollout), reward=reward,
+                    sampler=HFSampler(policy, Sampling.of(cfg.rollout)), reward=reward,
                     evaluator=lambda pol, smp: ({}, []), train_prompts=lambda step: prompts,
                     log=lambda values, step: logged.setdefault(step, {}).update(values),
                     log_samples=lambda rows, step: None, save_checkpoint=lambda step, extra: None,

@@ -92,6 +92,7 @@ def test_simpo_on_preference_pairs(hub, cache, tmp_path):
 # --------------------------------------------------------------------------- normalization stage
 def test_normalization_is_computed_once_on_initial_policy_samples(hub, cache):
     from rlhf_sweeps.models import load_causal_lm
+    from rlhf_sweeps.rollout.base import Sampling
     from rlhf_sweeps.rollout.hf import HFSampler
     from rlhf_sweeps.tasks import build_task
 
@@ -106,7 +107,7 @@ def test_normalization_is_computed_once_on_initial_policy_samples(hub, cache):
     train = data.load_prompts(cfg.task, cfg.task.train_split, tok)
     idx = data.fixed_subset(len(train.ids), cfg.task.proxy.n_norm_prompts, cfg.task.proxy.seed)
     policy = load_causal_lm(task.policy_dir)
-    roll = HFSampler(policy, cfg.rollout, batch_size=64).generate([train.ids[i] for i in idx], n=1,
+    roll = HFSampler(policy, Sampling.of(cfg.rollout), batch_size=64).generate([train.ids[i] for i in idx], n=1,
                                                                   seed=cfg.task.proxy.seed + 1)
     gold = task.gold(roll.prompts, roll.response_lists())
     proxy = task.proxy(roll.prompts, roll.response_lists())

@@ -21,6 +21,7 @@ from transformers import LlamaForSequenceClassification
 
 from rlhf_sweeps.models import llama_config
 from rlhf_sweeps.rewards import GoldScorer, RewardModelScorer, fit_normalization
+from rlhf_sweeps.rollout.base import Sampling
 from rlhf_sweeps.rollout.hf import HFSampler
 from rlhf_sweeps.world.language import BOS_ID, EOS_ID, PAD_ID, SEP_ID, HiddenLanguage, LanguageParams
 from tests.junk_policy import ROOT, save_junk_policy
@@ -88,8 +89,7 @@ def test_gold_split_adds_up(language):
 def test_sampled_special_tokens_are_junk_through_hf(language, tmp_path):
     vocab = language.vocab_size
     policy = save_junk_policy(tmp_path, language.params.n_words, vocab, list(JUNK))
-    cfg = type("R", (), {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": MAX_NEW})
-    rollout = HFSampler(policy, cfg).generate(eval_prompts(language), n=4, seed=0)
+    rollout = HFSampler(policy, Sampling(1.0, 1.0, MAX_NEW)).generate(eval_prompts(language), n=4, seed=0)
     check_special_tokens_score_below_sft_mean(rollout, sft_normalized_gold(language))
 
 

@@ -95,13 +95,11 @@ def test_requeued_job_resumes_from_its_checkpoint_into_the_same_run(slurm_env, t
     job_id, ckpt_step, deadline = None, -1, time.time() + 600
     while time.time() < deadline and launcher.poll() is None:
         logs = sorted(submitit.glob("*/*_log.out")) if submitit.exists() else []
-        mine = [p for p in runs_dir.glob("*/checkpoint.pt") if not (p.parent / "done.json").exists()]
+        mine = [p.parent for p in runs_dir.glob("*/checkpoint-*.pt") if not (p.parent / "done.json").exists()]
         if logs and mine:
             job_id = logs[0].parent.name
-            try:
-                ckpt_step = checkpoint.load(mine[0].parent)["step"]
-            except Exception:  # noqa: BLE001 - being replaced right now
-                ckpt_step = -1
+            ckpt_step = checkpoint.latest_step(mine[0])
+            ckpt_step = -1 if ckpt_step is None else ckpt_step
             if ckpt_step >= 2 * every:
                 break
         time.sleep(0.5)

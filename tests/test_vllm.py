@@ -23,7 +23,7 @@ from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import logprobs_from_logits
 from rlhf_sweeps.config import RolloutConfig
 from rlhf_sweeps.models import build_causal_lm, make_sequence_batch, response_logits
-from rlhf_sweeps.rollout import make_sampler
+from rlhf_sweeps.rollout import Sampling, make_sampler
 from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID
 from rlhf_sweeps.world.tokenizer import build_tokenizer
 from tests.conftest import ROOT, run_launch
@@ -46,9 +46,8 @@ MAX_NEW = 12
 PROMPTS = [[1] + [N_SPECIAL + (7 * j + i) % N_WORDS for i in range(2 + j % 4)] + [3] for j in range(24)]
 
 
-def rollout_cfg(**kw):
-    kw = {"temperature": TEMPERATURE, **kw}
-    return OmegaConf.structured(RolloutConfig(name="vllm", max_new_tokens=MAX_NEW, **kw))
+def sampling(temperature: float = TEMPERATURE) -> Sampling:
+    return Sampling(temperature=temperature, max_new_tokens=MAX_NEW)
 
 
 def save_tiny_policy(folder: Path, seed: int = 0) -> torch.nn.Module:
@@ -89,7 +88,7 @@ def test_missing_vllm_gives_install_hint(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "rlhf_sweeps.rollout.vllm", raising=False)
     module = importlib.import_module("rlhf_sweeps.rollout.vllm")  # imports fine: vllm is lazy
     with pytest.raises(ImportError, match=r"pip install -e '\.\[cpu\]'.*'\.\[gpu\]'"):
-        make_sampler(rollout_cfg(), None, model_dir=tmp_path)
+        make_sampler("vllm", OmegaConf.structured(RolloutConfig(name="vllm")), None, model_dir=tmp_path)
     assert module.VLLMSampler._live == 0
 
 
@@ -98,16 +97,29 @@ def test_bad_model_path_is_a_clear_error(tmp_path):
 
     missing = tmp_path / "no-such-policy"
     with pytest.raises(FileNotFoundError, match=r"no-such-policy.*config\.json.*save_pretrained"):
-        VLLMSampler(None, rollout_cfg(), missing)
+        VLLMSampler(None, sampling(), missing)
 
 
-def test_vllm_is_the_default_rollout_and_hf_stays_available():
-    default, hf = _compose([]), _compose(["rollout=hf"])
-    assert default.rollout.name == "vllm" and default.rollout.dtype == "float32"
-    assert hf.rollout.name == "hf"
+def test_auto_is_the_default_rollout_and_both_engines_stay_available():
+    default, hf, vllm_ = _compose([]), _compose(["rollout=hf"]), _compose(["rollout=vllm"])
+    assert default.rollout.name == "auto" and default.rollout.dtype == "float32"
+    assert hf.rollout.name == "hf" and vllm_.rollout.name == "vllm"
     # the same sampling settings either way: switching engines must not change the experiment
     for key in ("temperature", "top_p", "max_new_tokens", "sync_every", "is_correction", "is_cap"):
-        assert default.rollout[key] == hf.rollout[key], key
+        assert default.rollout[key] == hf.rollout[key] == vllm_.rollout[key], key
+
+
+def test_auto_picks_the_engine_the_benchmark_measured_faster(monkeypatch):
+    from rlhf_sweeps.rollout import VLLM_CPU_MIN_PARAMS, choose_engine
+
+    small = sum(p.numel() for p in build_causal_lm(OmegaConf.load(ROOT / "conf/model/small.yaml"), VOCAB, 0).parameters())
+    assert choose_engine("auto", small, on_cuda=False)[0] == "hf"  # HF 1.4-2.8x faster at 0.4M (bench/RESULTS.md)
+    assert choose_engine("auto", VLLM_CPU_MIN_PARAMS, on_cuda=False)[0] == ("vllm" if HAVE_VLLM else "hf")
+    assert choose_engine("auto", small, on_cuda=True)[0] == ("vllm" if HAVE_VLLM else "hf")  # vLLM-first on GPUs
+    assert choose_engine("vllm", small, on_cuda=False)[0] == "vllm"  # forced
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    engine, why = choose_engine("auto", 10**9, on_cuda=True)
+    assert engine == "hf" and "not installed" in why
 
 
 # ------------------------------------------------------------------ one shared engine
@@ -120,7 +132,7 @@ def engine(tmp_path_factory):
     model = save_tiny_policy(folder)
     torch.set_num_threads(2)
     threads, set_threads, rng = torch.get_num_threads(), torch.set_num_threads, torch.random.get_rng_state()
-    sampler = VLLMSampler(model, rollout_cfg(), folder)
+    sampler = VLLMSampler(model, sampling(), folder)
     after = (torch.get_num_threads(), torch.set_num_threads, torch.random.get_rng_state())
     yield sampler, model, ((threads, set_threads, rng), after)
     sampler.close()
@@ -170,7 +182,7 @@ class TestSharedEngine:
         n = 4
         prompts = PROMPTS * 3  # 72 prompts x 4 x 12 tokens: special tokens get sampled mid-response
         out = sampler.generate(prompts, n=n, seed=0)
-        ref = HFSampler(policy, rollout_cfg()).generate(prompts, n=n, seed=0)
+        ref = HFSampler(policy, sampling()).generate(prompts, n=n, seed=0)
         assert out.responses.shape == ref.responses.shape == (len(prompts) * n, MAX_NEW)
         assert out.responses.dtype == ref.responses.dtype and out.logprobs.dtype == ref.logprobs.dtype
         assert out.prompts == ref.prompts == [p for p in prompts for _ in range(n)]  # prompt-major
@@ -203,7 +215,7 @@ def test_sampled_special_tokens_are_junk_through_vllm(tmp_path):
 
     language = HiddenLanguage(LanguageParams())
     policy = save_junk_policy(tmp_path, N_WORDS, VOCAB, list(JUNK))
-    sampler = VLLMSampler(policy, rollout_cfg(temperature=1.0), tmp_path)
+    sampler = VLLMSampler(policy, sampling(1.0), tmp_path)
     try:
         rollout = sampler.generate(eval_prompts(language), n=4, seed=0)
     finally:
@@ -221,7 +233,7 @@ def test_engines_do_not_leak_across_create_close_cycles(tmp_path):
     model = save_tiny_policy(tmp_path)
     rss = []
     for cycle in range(4):
-        sampler = VLLMSampler(model, rollout_cfg(), tmp_path)
+        sampler = VLLMSampler(model, sampling(), tmp_path)
         sampler.generate(PROMPTS, n=4, seed=cycle)
         sampler.sync_weights(model)
         sampler.close()
@@ -263,7 +275,7 @@ def test_engine_start_failure_marks_the_run_failed(smoke_cache, tmp_path):
     # the half-started engine was torn down: the next job in this process can start one
     assert VLLMSampler._live == 0
     model = save_tiny_policy(tmp_path / "policy")
-    sampler = VLLMSampler(model, rollout_cfg(), tmp_path / "policy")
+    sampler = VLLMSampler(model, sampling(), tmp_path / "policy")
     try:
         assert max_gap(model, sampler.generate(PROMPTS[:4], n=2, seed=0)) < 1e-4
     finally:

@@ -23,6 +23,11 @@ Deviations from the textbook, on purpose:
   `algo.micro_batch_size` sequences, each loss scaled by its share of the
   batch, so the accumulated gradient equals the full-batch one (null: one
   micro-batch).
+- Work the step need not do is skipped: pass 1 takes the policy's log-probs
+  from the rollout engine when they are exact for the trainer (checked on a
+  sample every step, `reuse_allowed`); micro-batches hold responses of
+  similar length and each is cut to its own longest response, so padding
+  is barely computed. Neither changes the gradient beyond float rounding.
 """
 
 from __future__ import annotations
@@ -86,6 +91,61 @@ def make_coef_controller(cfg):
     return FixedKLController(cfg.temperature)
 
 
+# Pass 1 may take the policy's log-probs from the rollout engine instead of a no-grad forward
+# of its own (~20% of the update's FLOPs) when they are the same numbers: on-policy (synced
+# every step), same dtype, no importance correction. Every step re-scores REUSE_CHECK sampled
+# responses to confirm it; a gap above REUSE_TOL switches reuse off for the rest of the run.
+# float32 engines agree to ~1e-6 nats (rollout/logprob_gap_max), far inside the tolerance.
+REUSE_TOL = 1e-4
+REUSE_CHECK = 8
+
+
+def reuse_allowed(cfg, reg: Regularizer) -> tuple[bool, str | None]:
+    """(may pass 1 reuse the engine's log-probs, why not)."""
+    if not cfg.rollout.reuse_logprobs:
+        return False, "rollout.reuse_logprobs=false"
+    if cfg.rollout.sync_every != 1:
+        return False, "the engine lags the trainer (rollout.sync_every > 1)"
+    if cfg.rollout.is_correction:
+        return False, "importance correction compares the two (rollout.is_correction)"
+    if cfg.rollout.dtype != "float32" or cfg.model.dtype != "float32":
+        return False, "engine or trainer is not float32"
+    if reg.needs_entropy and reg.placement == "reward":
+        return False, "the exact-entropy reward needs the full distribution before the update"
+    return True, None
+
+
+def micro_batches(mask: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Row indices of each micro-batch, rows sorted by response length.
+
+    Any partition of the rows gives the same accumulated gradient (each loss is scaled by its
+    share of the batch); sorted, each micro-batch holds responses of similar length and
+    `SequenceBatch.select` cuts it to its own longest, so little padding is computed.
+    """
+    order = torch.argsort(mask.sum(1), stable=True)  # (N,)
+    return [order[s : s + size] for s in range(0, len(order), size)]
+
+
+def scatter_rows(parts: list[torch.Tensor], micro: list[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
+    """Per-micro-batch (n, l <= L) results back into one (N, L) tensor in row order (0 past l)."""
+    out = torch.zeros(shape, dtype=parts[0].dtype, device=parts[0].device)
+    for rows, part in zip(micro, parts):
+        out[rows, : part.shape[1]] = part
+    return out
+
+
+@torch.no_grad()
+def reuse_gap(policy, batch, responses, rollout_logp, temperature: float, step: int) -> tuple[float, float]:
+    """Mean and largest |trainer - engine| log-prob over REUSE_CHECK responses (another sample each step)."""
+    n = len(responses)
+    rows = ((torch.arange(min(REUSE_CHECK, n)) + step * REUSE_CHECK) % n).to(responses.device)
+    mb = batch.select(rows)
+    logits = response_logits(policy, mb)
+    logp = logprobs_from_logits(logits, responses[rows, : logits.shape[1]], temperature)
+    gap = (logp - rollout_logp[rows, : logits.shape[1]]).abs()
+    return float(masked_mean(gap, mb.response_mask)), float(torch.where(mb.response_mask, gap, torch.zeros_like(gap)).max())
+
+
 def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
     cfg = job.cfg
     reg = make_regularizer(cfg.regularizer)
@@ -95,6 +155,9 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
     # samplers and scorers return CPU tensors; what the update needs goes to the policy's device
     device = next(job.policy.parameters()).device
     staleness = 0
+    reuse, why_not = reuse_allowed(cfg, reg)
+    if why_not and cfg.rollout.reuse_logprobs:
+        print(f"[rlhf-sweeps] pass 1 recomputes the policy's log-probs: {why_not}", flush=True)
     loop = LoopScaffold(job, start_step, f"{cfg.algo.name}/{reg.name}")
     for step in loop.steps():
         # ---- evaluate on the fixed held-out prompts (step 0 = the initial policy)
@@ -118,23 +181,39 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         scores = job.reward(rollout.prompts, rollout.response_lists()).to(device)  # (N,)
         t2 = time.perf_counter()
 
-        # ---- pass 1, no grad: log-probs under the policy and the reference, same temperature
+        # ---- pass 1, no grad: log-probs under the policy and the reference, same temperature.
+        # The policy's own are the engine's when those are exact (`reuse`, checked on a sample)
         batch = make_sequence_batch(rollout.prompts, rollout.responses, eos_id, pad_id).to(device)
-        mask = batch.response_mask  # (N, T)
-        N = len(responses)
-        size = cfg.algo.micro_batch_size or N  # plan.py checked that it divides N
-        micro = [slice(s, s + size) for s in range(0, N, size)]
+        mask = batch.response_mask  # (N, L)
+        N, L = responses.shape
+        micro = micro_batches(mask, cfg.algo.micro_batch_size or N)  # plan.py checked that the size divides N
+        checked_gap = None
+        if reuse and rollout_logp is not None:
+            checked_gap = reuse_gap(job.policy, batch, responses, rollout_logp, T, step)
+            gap = checked_gap[1]
+            if gap > REUSE_TOL:
+                reuse = False
+                print(f"[rlhf-sweeps] step {step}: the engine's log-probs differ from the trainer's by {gap:.2e} "
+                      f"(> {REUSE_TOL:g}); recomputing them from now on (rollout.reuse_logprobs)", flush=True)
+        reused = reuse and rollout_logp is not None
         with torch.no_grad():
             parts = []
-            for sl in micro:
-                logits = response_logits(job.policy, batch.select(sl))  # (n, T, V)
-                parts.append((logprobs_from_logits(logits, responses[sl], T), entropy_from_logits(logits, T),
-                              logprobs_from_logits(response_logits(job.ref, batch.select(sl)), responses[sl], T)))
-            logp, entropy, ref_logp = (torch.cat(cols) for cols in zip(*parts))  # (N, T) each
+            for rows in micro:
+                mb = batch.select(rows)  # cut to its own longest response: (n, l <= L)
+                ref_logits = response_logits(job.ref, mb)  # (n, l, V)
+                width = ref_logits.shape[1]
+                part = [logprobs_from_logits(ref_logits, responses[rows, :width], T)]
+                if not reused:
+                    logits = response_logits(job.policy, mb)
+                    part += [logprobs_from_logits(logits, responses[rows, :width], T), entropy_from_logits(logits, T)]
+                parts.append(part)
+            ref_logp, *own = (scatter_rows(list(col), micro, (N, L)) for col in zip(*parts))  # (N, L) each
+            # reused: the engine's log-probs; the entropy comes from pass 2's logits, below
+            logp, entropy = own if own else (rollout_logp, None)
 
         # ---- regularized reward and advantages
         coef = coef_ctl.value
-        penalty = per_token_penalty(reg, logp, ref_logp, entropy if reg.needs_entropy else None)  # (N, T)
+        penalty = per_token_penalty(reg, logp, ref_logp, entropy if reg.needs_entropy else None)  # (N, L)
         eos_missing = ~has_eos(responses, eos_id)
         rewards = regularized_reward(scores, penalty, mask, coef, reg, eos_missing, cfg.algo.eos_penalty)
         if cfg.algo.name == "rloo":
@@ -150,20 +229,27 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         job.optimizer.zero_grad(set_to_none=True)
         n_tokens = mask.sum().clamp(min=1)
         pg_loss = reg_loss = 0.0
-        for sl in micro:
-            mb = batch.select(sl)
-            logits = response_logits(job.policy, mb)  # (n, T, V), with grad
-            logp_mb = logprobs_from_logits(logits, responses[sl], T)
-            penalty_mb = per_token_penalty(reg, logp_mb, ref_logp[sl],
-                                           entropy_from_logits(logits, T) if reg.needs_entropy else None)
+        entropy_parts = []
+        for rows in micro:
+            mb = batch.select(rows)  # cut to its own longest response
+            logits = response_logits(job.policy, mb)  # (n, l, V), with grad
+            width = logits.shape[1]
+            logp_mb = logprobs_from_logits(logits, responses[rows, :width], T)
+            entropy_mb = entropy_from_logits(logits, T) if reg.needs_entropy or reused else None
+            penalty_mb = per_token_penalty(reg, logp_mb, ref_logp[rows, :width],
+                                           entropy_mb if reg.needs_entropy else None)
             # shares: the pg loss is a sequence mean, the regularizer loss a token mean
-            pg, _ = policy_gradient_loss(logp_mb, advantages[sl], mb.response_mask,
-                                         None if is_weights is None else is_weights[sl])
+            pg, _ = policy_gradient_loss(logp_mb, advantages[rows], mb.response_mask,
+                                         None if is_weights is None else is_weights[rows, :width])
             pg = pg * (len(logp_mb) / N)
             rl = regularizer_loss(penalty_mb, mb.response_mask, coef, reg) * (mb.response_mask.sum() / n_tokens)
             check_finite(pg + rl, step, "the regularization coefficient (temperature=...)")
             (pg + rl).backward()
             pg_loss, reg_loss = pg_loss + pg.detach(), reg_loss + rl.detach()
+            if reused:
+                entropy_parts.append(entropy_mb.detach())
+        if reused:  # the same weights as pass 1 would have seen: these are its numbers
+            entropy = scatter_rows(entropy_parts, micro, (N, L))
         loss = pg_loss + reg_loss
         grad_norm = torch.nn.utils.clip_grad_norm_(job.policy.parameters(), cfg.algo.grad_clip)
         job.optimizer.step()
@@ -198,7 +284,9 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 M.PERF_STEP_S: t4 - t0,
                 M.PERF_RSS_GB: job.rss_gb(),
             }
-            if rollout_logp is not None:
+            if checked_gap is not None:  # reused: the gap on the responses re-scored to check it
+                train[M.ROLLOUT_LOGPROB_GAP_MEAN], train[M.ROLLOUT_LOGPROB_GAP_MAX] = checked_gap
+            elif rollout_logp is not None:
                 gap = (logp - rollout_logp).abs()
                 train[M.ROLLOUT_LOGPROB_GAP_MEAN] = masked_mean(gap, mask)
                 train[M.ROLLOUT_LOGPROB_GAP_MAX] = torch.where(mask, gap, torch.zeros_like(gap)).max()

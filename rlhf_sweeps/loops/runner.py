@@ -6,7 +6,8 @@ as plain callables: the loops never see MLflow.
 
 Every algorithm gets the same policy, frozen SFT reference, optimizer,
 sampler and `Evaluator`, so their eval/* curves are comparable; `algo.name`
-only picks the loop: rloo / reinforce -> `online.train_online`, simpo / dpo ->
+only picks the loop: rloo / reinforce -> `online.train_online`, ppo / grpo ->
+`ppo.train_clipped` (PPO also gets its value model here), simpo / dpo ->
 `preference.train_offline_preference`, online_simpo ->
 `preference.train_online_simpo`, bon -> `bon.run_bon` (no training).
 """
@@ -27,7 +28,7 @@ from rlhf_sweeps.evaluation import Evaluator
 from rlhf_sweeps.models import load_causal_lm, prepare_for_training, resolve_device
 from rlhf_sweeps.rewards import ZeroReward
 from rlhf_sweeps.terminal import mlflow_run_url, run_end_block
-from rlhf_sweeps.rollout import make_sampler
+from rlhf_sweeps.rollout import choose_engine, make_sampler
 
 
 def rss_gb() -> float:
@@ -70,6 +71,14 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     reward = {"proxy": proxy, "gold": gold, "zero": ZeroReward()}[cfg.reward.name]
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     coef_ctl = make_coef_controller(cfg)
+    value_model = value_optimizer = None
+    if cfg.algo.name == "ppo":  # its critic, from the proxy RM or the policy (rlhf_sweeps/value_model.py)
+        from rlhf_sweeps.value_model import build_value_model
+
+        value_model = build_value_model(cfg.algo.value_init, policy, task.proxy_model, task.proxy.norm,
+                                        getattr(task.proxy, "same_vocab", True), device, m.dtype,
+                                        m.gradient_checkpointing)
+        value_optimizer = torch.optim.Adam(value_model.parameters(), lr=cfg.algo.value_lr or cfg.lr)
     evaluator = Evaluator(task.eval_prompts, proxy, gold, ref, cfg.rollout.temperature,
                           cfg.task.eval_samples_per_prompt, cfg.task.eval_seed,
                           decode=task.decode, n_table_rows=cfg.tracking.samples_per_eval)
@@ -79,6 +88,9 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         optimizer.load_state_dict(ckpt["optimizer"])
         if "coef" in ckpt["extra"]:  # preference loops have no coefficient controller
             coef_ctl.load_state_dict(ckpt["extra"]["coef"])
+        if value_model is not None:
+            value_model.load_state_dict(ckpt["extra"]["value_model"])
+            value_optimizer.load_state_dict(ckpt["extra"]["value_optimizer"])
         evaluator.init_gold = ckpt["init_gold"]
         checkpoint.set_rng_state(ckpt["rng"])
         start_step = ckpt["step"]
@@ -90,7 +102,11 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         if M.EVAL_GOLD_REWARD in values:
             history[step] = dict(values)
 
-    sampler = make_sampler(cfg.rollout, policy, model_dir=task.policy_dir)
+    engine, why = choose_engine(cfg.rollout.name, sum(p.numel() for p in policy.parameters()),
+                                device.type == "cuda")
+    tracker.log_params({M.PARAM_ENGINE: engine})
+    print(f"[rlhf-sweeps] rollout engine: {engine} ({why})", flush=True)
+    sampler = make_sampler(engine, cfg.rollout, policy, model_dir=task.policy_dir)
     if ckpt is not None:
         sampler.sync_weights(policy)
 
@@ -123,6 +139,11 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
             train_offline_preference(PreferenceJob(**common, pairs=task.pairs()), start_step)
         elif name == "online_simpo":
             train_online_simpo(PreferenceJob(**common, reward=reward, train_prompts=train_prompts), start_step)
+        elif name in ("ppo", "grpo"):
+            from rlhf_sweeps.loops.ppo import ClippedJob, train_clipped
+
+            train_clipped(ClippedJob(**common, reward=reward, train_prompts=train_prompts, value_model=value_model,
+                                     value_optimizer=value_optimizer), start_step, coef_ctl)
         else:
             train_online(OnlineJob(**common, reward=reward, train_prompts=train_prompts), start_step, coef_ctl)
     finally:

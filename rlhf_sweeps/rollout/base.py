@@ -8,6 +8,21 @@ from typing import Optional, Protocol
 import torch
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a sampler draws: the same numbers for every engine, so switching engines does not
+    change the experiment. Top-k is always off: samples must come from the policy itself."""
+
+    temperature: float = 1.0  # also the temperature of every log-prob, KL and entropy
+    top_p: float = 1.0
+    max_new_tokens: int = 24
+
+    @classmethod
+    def of(cls, rollout_cfg) -> "Sampling":
+        """The sampling keys of a `rollout` config."""
+        return cls(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_new_tokens)
+
+
 @dataclass
 class Rollout:
     prompts: list[list[int]]  # one entry per response (each prompt repeated n times, prompt-major)

@@ -6,20 +6,20 @@ import torch
 
 from rlhf_sweeps.algos.ops import response_mask
 from rlhf_sweeps.models import left_pad, special_ids
-from rlhf_sweeps.rollout.base import Rollout
+from rlhf_sweeps.rollout.base import Rollout, Sampling
 
 
 class HFSampler:
     """Samples with the training model itself, so `sync_weights` is a no-op."""
 
-    def __init__(self, model, rollout_cfg, batch_size: int = 512):
+    def __init__(self, model, sampling: Sampling, batch_size: int = 512):
         self.model = model
-        self.cfg = rollout_cfg
+        self.sampling = sampling
         self.batch_size = batch_size
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], n: int, seed: int) -> Rollout:
-        T = self.cfg.max_new_tokens
+        T = self.sampling.max_new_tokens
         responses, logprobs, masks = [], [], []
         per_call = max(1, self.batch_size // n)
         # fork_rng: sampling must not move the training RNG stream (on a GPU, the one it samples with)
@@ -45,11 +45,11 @@ class HFSampler:
             input_ids=ids,
             attention_mask=mask,
             do_sample=True,
-            temperature=self.cfg.temperature,
+            temperature=self.sampling.temperature,
             # HF defaults to top_k=50: without top_k=0 the samples would not come
             # from the policy, and every log-prob and KL would be wrong.
             top_k=0,
-            top_p=self.cfg.top_p,
+            top_p=self.sampling.top_p,
             max_new_tokens=T,
             num_return_sequences=n,
             pad_token_id=pad_id,

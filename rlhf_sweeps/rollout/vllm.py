@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhf_sweeps.rollout.base import Rollout
+from rlhf_sweeps.rollout.base import Rollout, Sampling
 from rlhf_sweeps.models import special_ids
 
 INSTALL_HINT = (
@@ -104,8 +104,10 @@ class VLLMSampler:
     # a second engine in the same process would clash with the first.
     _live = 0
 
-    def __init__(self, model, rollout_cfg, model_dir=None, seed: int = 0):
-        self.cfg = rollout_cfg
+    def __init__(self, model, sampling: Sampling, model_dir=None, *, dtype: str = "float32",
+                 enforce_eager: bool = True, gpu_memory_utilization: float = 0.3, kv_cache_gb: float = 1.0,
+                 seed: int = 0):
+        self.sampling = sampling
         if model_dir is None:
             raise ValueError("VLLMSampler needs model_dir: the folder written by save_pretrained that "
                              "holds the policy's initial weights")
@@ -122,7 +124,7 @@ class VLLMSampler:
         on_cuda = torch.cuda.is_available()
         if not on_cuda:
             # KV cache size on the CPU backend, in whole GiB (vLLM parses an int)
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(rollout_cfg.kv_cache_gb)))
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(kv_cache_gb)))
         try:
             import vllm  # noqa: F401
             from vllm import LLM, SamplingParams
@@ -140,12 +142,11 @@ class VLLMSampler:
             try:
                 self.llm = LLM(
                     model=str(self.model_dir),
-                    dtype=rollout_cfg.dtype,
+                    dtype=dtype,
                     seed=seed,  # only for unseeded requests; every request here has its own seed
                     logprobs_mode="processed_logprobs",
-                    enforce_eager=rollout_cfg.enforce_eager,
-                    gpu_memory_utilization=rollout_cfg.gpu_memory_utilization,
-                    enable_sleep_mode=bool(rollout_cfg.enable_sleep_mode and on_cuda),  # CUDA-only
+                    enforce_eager=enforce_eager,
+                    gpu_memory_utilization=gpu_memory_utilization,
                     max_model_len=max_len,  # small models: a small KV budget per sequence
                 )
                 # vLLM serves with 1 intra-op thread unless OMP_NUM_THREADS says otherwise
@@ -171,12 +172,12 @@ class VLLMSampler:
         return [base + i * n for i in range(n_prompts)]
 
     def generate(self, prompts: list[list[int]], n: int, seed: int) -> Rollout:
-        T = self.cfg.max_new_tokens
+        T = self.sampling.max_new_tokens
         params = [
             self._SamplingParams(
                 n=n,
-                temperature=self.cfg.temperature,
-                top_p=self.cfg.top_p,
+                temperature=self.sampling.temperature,
+                top_p=self.sampling.top_p,
                 top_k=0,  # off: samples must come from the policy itself (as HFSampler's top_k=0)
                 max_tokens=T,
                 stop_token_ids=self.stop_ids,  # the model's <eos>; nothing else stops

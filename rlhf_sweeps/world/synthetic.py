@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from rlhf_sweeps import stages
 from rlhf_sweeps.world.language import HiddenLanguage, LanguageParams
@@ -34,8 +33,13 @@ WORLD_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "head_dim", "inter
                     "max_position_embeddings")
 
 
-def _plain(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+def _plain(node):
+    """A config section as plain nested dicts (a stage's spec is hashed as JSON)."""
+    if is_dataclass(node):
+        node = asdict(node)
+    if hasattr(node, "items"):  # a dict, or a composed config section
+        return {k: _plain(v) for k, v in node.items()}
+    return node
 
 
 def language_from_cfg(task_cfg) -> HiddenLanguage:
@@ -45,6 +49,7 @@ def language_from_cfg(task_cfg) -> HiddenLanguage:
 def prepare_world(cfg) -> World:
     """Build (or reuse) every stage the embedded world needs."""
     from rlhf_sweeps.models import build_causal_lm, load_causal_lm, load_reward_model
+    from rlhf_sweeps.rollout.base import Sampling
     from rlhf_sweeps.rollout.hf import HFSampler
 
     task = cfg.task
@@ -62,15 +67,14 @@ def prepare_world(cfg) -> World:
 
     sft_dir = stages.ensure_stage(cfg.cache_dir, "sft", sft_spec, build_sft)
     # Stage-building samples always use plain temperature-1 sampling from the SFT policy.
-    stage_rollout = OmegaConf.create({"temperature": task.pairs.sample_temperature, "top_p": 1.0,
-                                      "max_new_tokens": task.world.max_response_words})
+    stage_sampling = Sampling(task.pairs.sample_temperature, 1.0, task.world.max_response_words)
     # scoring 2: gold scores a response exactly as sampled (a sampled <pad> is junk, not
     # the end of the response) and the proxy pools by the attention mask; pairs labeled
     # and proxies normalized under the old rule are not reused.
     pairs_spec = {"sft": sft_spec, "pairs": _plain(task.pairs), "scoring": 2}
 
     def build_pairs(out: Path) -> dict:
-        sampler = HFSampler(load_causal_lm(sft_dir), stage_rollout)
+        sampler = HFSampler(load_causal_lm(sft_dir), stage_sampling)
         return stages.sample_pairs(language, sampler, task.pairs, out)
 
     pairs_dir = stages.ensure_stage(cfg.cache_dir, "pairs", pairs_spec, build_pairs)
@@ -83,7 +87,7 @@ def prepare_world(cfg) -> World:
         torch.manual_seed(task.proxy.seed)
         rm = AutoModelForSequenceClassification.from_pretrained(str(sft_dir), num_labels=1)
         pairs = stages.read_jsonl(pairs_dir / "pairs.jsonl")
-        sampler = HFSampler(load_causal_lm(sft_dir), stage_rollout)
+        sampler = HFSampler(load_causal_lm(sft_dir), stage_sampling)
         return stages.train_proxy(language, rm, pairs, task.proxy, sampler, out, tokenizer)
 
     proxy_dir = stages.ensure_stage(cfg.cache_dir, "proxy", proxy_spec, build_proxy)
@@ -101,4 +105,4 @@ def prepare_world(cfg) -> World:
     )
 
 
-__all__ = ["World", "prepare_world", "language_from_cfg", "asdict"]
+__all__ = ["World", "prepare_world", "language_from_cfg"]
