@@ -28,15 +28,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "examples:\n"
-            "  python -m analysis --experiment rlhf-sweeps --tracking-uri sqlite:///mlflow.db\n"
-            "  python -m analysis --sweep 2025-01-01_entropy_grid --out reports/entropy --refresh\n"
-            "  python -m analysis --tracking-uri http://mlflow.internal:5000 --no-log-artifacts"
+            "  python -m analysis                                    # the latest sweep of rlhf-sweeps\n"
+            "  python -m analysis --sweep multirun/2026-12-03/14-50-50 --out reports/entropy --refresh\n"
+            "  python -m analysis --experiment embedded-study --all  # every run of an experiment\n"
+            "  python -m analysis --tracking-uri http://10.0.0.5:5000 --no-log-artifacts"
         ),
     )
     p.add_argument("--experiment", default="rlhf-sweeps", help="MLflow experiment name (default: %(default)s)")
-    p.add_argument(
-        "--sweep", default=None, help="only runs tagged sweep_id=SWEEP (default: every run of the experiment)"
-    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--sweep", default=None,
+                       help="only the runs of sweep SWEEP (its sweep_id, e.g. multirun/2026-12-03/14-50-50; "
+                            "default: the experiment's latest sweep)")
+    which.add_argument("--all", action="store_true", help="every run of the experiment, whatever its sweep")
     p.add_argument("--out", default=None, help="output folder (default: analysis_out/<sweep or experiment>)")
     p.add_argument(
         "--tracking-uri",
@@ -56,6 +59,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not args.all:
+        known = load.sweep_ids(args.experiment, args.tracking_uri)
+        if args.sweep is not None and args.sweep not in known:
+            listed = "\n".join(f"  {s}" for s in reversed(known)) or "  (none: the experiment has no sweep)"
+            print(f"no sweep {args.sweep!r} in experiment {args.experiment!r}. Known sweep ids, newest first:\n"
+                  f"{listed}\nPass one of them to --sweep, or --all for every run.", file=sys.stderr)
+            return 2
+        if args.sweep is None and known:
+            args.sweep = known[-1]
+            print(f"analysing the latest sweep of {args.experiment!r}: {args.sweep} "
+                  f"({len(known)} sweep(s) in all; --sweep ID for another, --all for every run)")
+        elif args.sweep is None:
+            print(f"experiment {args.experiment!r} has no sweep: analysing all its runs")
     out = Path(args.out or Path("analysis_out") / (args.sweep or args.experiment))
     data = load.load(args.experiment, args.sweep, args.tracking_uri, out, refresh=args.refresh)
     source = "cache (use --refresh to re-query MLflow)" if data.from_cache else "MLflow"

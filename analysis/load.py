@@ -196,6 +196,27 @@ def _cache_paths(out_dir: Path) -> dict[str, Path]:
     return {"runs": base / "runs.parquet", "metrics": base / "metrics.parquet", "meta": base / "meta.json"}
 
 
+def sweep_ids(experiment: str, tracking_uri: str | None = None) -> list[str]:
+    """The experiment's sweep ids (the `sweep_id` tags of its runs), oldest sweep first."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    started: dict[str, int] = {}
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                  page_token=token)
+        for run in page:
+            sweep = run.data.tags.get(M.TAG_SWEEP_ID)
+            if sweep:
+                started[sweep] = min(started.get(sweep, run.info.start_time), run.info.start_time)
+        token = page.token
+        if not token:
+            break
+    return sorted(started, key=lambda s: (started[s], s))
+
+
 def load(
     experiment: str,
     sweep_id: str | None = None,

@@ -59,7 +59,7 @@ run() {
 }
 
 analyse() {
-  "$PY" -m analysis --experiment "$EXPERIMENT" --tracking-uri "sqlite:///$PWD/mlflow.db" --out docs/embedded_study --refresh
+  "$PY" -m analysis --all --experiment "$EXPERIMENT" --tracking-uri "sqlite:///$PWD/mlflow.db" --out docs/embedded_study --refresh
 }
 
 case "${1:-all}" in

@@ -234,9 +234,28 @@ def cli_run(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["--experiment", EXPERIMENT, "--out", str(out), "--tracking-uri", store["uri"], "--n-boot", "100"])
+        rc = main(["--experiment", EXPERIMENT, "--all", "--out", str(out), "--tracking-uri", store["uri"],
+                   "--n-boot", "100"])
     assert rc == 0
     return out, buf.getvalue()
+
+
+def test_the_cli_picks_the_latest_sweep_and_refuses_an_unknown_one(store, tmp_path, capsys):
+    """Without --sweep only the latest sweep is analysed, and the first line says which;
+    an unknown --sweep exits non-zero listing the known ids."""
+    from analysis.__main__ import main
+    from analysis.load import sweep_ids
+
+    known = sweep_ids(EXPERIMENT, store["uri"])
+    assert len(known) >= 2
+    rc = main(["--experiment", EXPERIMENT, "--out", str(tmp_path / "a"), "--tracking-uri", store["uri"],
+               "--n-boot", "10", "--no-log-artifacts"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.splitlines()[0].startswith(f"analysing the latest sweep of {EXPERIMENT!r}: {known[-1]}")
+    rc = main(["--experiment", EXPERIMENT, "--sweep", "nonexistent", "--tracking-uri", store["uri"],
+               "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and all(k in err for k in known)
 
 
 # --- load ------------------------------------------------------------------------------------
