@@ -141,8 +141,39 @@ def main(cfg: DictConfig):
     return result
 
 
+# Groups composed for the user by the defaults list (per-algorithm specializations), not chosen.
+INTERNAL_GROUPS = ("algo_model", "algo_regularizer")
+
+
+def public_groups() -> dict[str, list[str]]:
+    """The config groups a user chooses from, and their options (from conf/)."""
+    conf = Path(__file__).resolve().parent / "conf"
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml"))
+            for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in (*INTERNAL_GROUPS, "hydra")}
+
+
+def _group_option_problem(argv: list[str]) -> str | None:
+    """A mistyped group option (`regularizer=klx`), with the nearest option: before Hydra, whose
+    own message lists the options but guesses nothing."""
+    import difflib
+
+    groups = public_groups()
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in groups:
+            continue
+        for option in value.split(","):
+            if option and option not in groups[key] and option != "null":
+                near = difflib.get_close_matches(option, groups[key], n=1)
+                hint = f"did you mean `{key}={near[0]}`? " if near else ""
+                return (f"{key}={option}: no such option in conf/{key}/. {hint}"
+                        f"Options: {', '.join(groups[key])}.")
+    return None
+
+
 if __name__ == "__main__":
-    problem = _output_dir_problem(sys.argv[1:])
+    problem = _output_dir_problem(sys.argv[1:]) or _group_option_problem(sys.argv[1:])
     if problem:
         _fail(problem)
     main()

@@ -195,3 +195,18 @@ def test_schema_defaults_agree_with_the_yaml_that_runs():
 
     walk(composed, schema, "")
     assert not stale, stale
+
+
+def test_help_lists_every_group_a_user_chooses_and_no_internal_one():
+    from launch import INTERNAL_GROUPS, public_groups
+
+    out = run_launch(["--help"]).stdout
+    for group, options in public_groups().items():
+        assert f"  {group}: {', '.join(options)}" in out, group
+    assert not any(g in out for g in INTERNAL_GROUPS)
+
+
+def test_a_mistyped_group_option_suggests_the_nearest():
+    proc = run_launch(["regularizer=klx"], check=False)
+    assert proc.returncode == 2 and "did you mean `regularizer=kl`?" in proc.stderr
+    assert "Traceback" not in proc.stderr
