@@ -29,6 +29,10 @@ from pathlib import Path
 
 # vLLM's engine runs in-process: no spawn, no import-time guard problems in jobs.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# torch reads its C++ log level once, when it loads, which is before any config exists; the
+# quiet default is set here (rlhf_sweeps/quiet.py sets the rest), unless verbose=true is asked.
+if not any(arg.lower() in ("verbose=true", "verbose=1") for arg in sys.argv[1:]):
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 # `make slurm-up` starts a project-local cluster whose config lives in .slurm/;
 # let `python launch.py -m hydra/launcher=slurm ...` find it without sourcing
 # .slurm/env.sh. A cluster of the user's own (SLURM_CONF set, or /etc/slurm) wins.
