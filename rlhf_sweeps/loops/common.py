@@ -59,11 +59,13 @@ class LoopScaffold:
 
 
 def check_finite(loss: torch.Tensor, step: int, coefficient_hint: str) -> None:
-    """Stop before a non-finite loss reaches the weights; the last checkpoint stays valid."""
+    """Stop before a non-finite loss reaches the weights."""
     if not torch.isfinite(loss):
+        # at step 0 no update has happened yet: the loss is the coefficient's, not lr's doing
+        fix = f"lower {coefficient_hint}" if step == 0 else f"lower lr or {coefficient_hint}"
         raise FloatingPointError(
-            f"non-finite loss ({loss.item()}) at step {step}. Lower lr or {coefficient_hint}, or set "
-            "algo.grad_clip; the last checkpoint is kept."
+            f"non-finite loss ({loss.item()}) at step {step}: {fix}, then rerun the same command: the run "
+            "resumes from its last checkpoint, or starts over if it had none."
         )
 
 

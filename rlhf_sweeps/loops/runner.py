@@ -14,7 +14,6 @@ only picks the loop: rloo / reinforce -> `online.train_online`, ppo / grpo ->
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -120,7 +119,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         tracker.flush()  # only after the rename: exactly-once metrics (rlhf_sweeps/tracking.py)
 
     def log_samples(rows: list[dict], step: int) -> None:
-        tracker.log_text(json.dumps(rows, indent=1), f"{M.ARTIFACT_SAMPLES_DIR}/step_{step:06d}.json")
+        tracker.log_table(rows, f"{M.ARTIFACT_SAMPLES_DIR}/step_{step:06d}.json")  # a table in the MLflow UI
 
     def train_prompts(step: int) -> list[list[int]]:
         return task.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step)
