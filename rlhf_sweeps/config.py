@@ -185,7 +185,6 @@ class AlgoConfig:
     # `temperature`, the one coefficient key of every algorithm
     gamma_beta_ratio: float = 0.5
     batch_size: int = 32
-    epochs: int = 1
     # best-of-n baseline
     bon_n: int = 64
     # Sequences (online) or pairs (offline) per forward/backward; the update accumulates
@@ -492,7 +491,6 @@ RANGES: dict[str, Range] = {
                             "ascends the loss; a large value (1e9) turns clipping off"),
     "algo.gamma_beta_ratio": _NONNEG,
     "algo.batch_size": _AT_LEAST_1,
-    "algo.epochs": _AT_LEAST_1,
     "algo.bon_n": _AT_LEAST_1,
     "algo.micro_batch_size": Range(1, why="or null for the whole batch at once"),
     "algo.ppo_epochs": _AT_LEAST_1,
@@ -613,7 +611,7 @@ def _not_read(cfg: Any) -> dict[str, str]:
     Keys set by YAML files (presets, experiments) are not overrides and are not checked.
     """
     algo, reg = cfg.algo.name, cfg.regularizer.name
-    out = {"algo.epochs": "no algorithm reads it: a run's length is `steps`"}
+    out: dict[str, str] = {}
 
     def unread(keys, why: str) -> None:
         out.update({k: why for k in keys})
