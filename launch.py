@@ -165,7 +165,7 @@ def _group_option_problem(argv: list[str]) -> str | None:
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
-        if not sep or key not in groups:
+        if not sep or key not in groups or "(" in value:  # glob(...), choice(...): Hydra's sweep syntax
             continue
         for option in value.split(","):
             if option and option not in groups[key] and option != "null":
