@@ -58,6 +58,12 @@ class LoopScaffold:
         self.bar.close()
 
 
+def phase_times(t0: float, t1: float, t2: float, t3: float, t4: float, rss_gb: float) -> dict[str, float]:
+    """perf/* of one step from its clock marks: rollout, score, update, sync, and the whole."""
+    return {M.PERF_ROLLOUT_S: t1 - t0, M.PERF_SCORE_S: t2 - t1, M.PERF_UPDATE_S: t3 - t2,
+            M.PERF_SYNC_S: t4 - t3, M.PERF_STEP_S: t4 - t0, M.PERF_RSS_GB: rss_gb}
+
+
 def check_finite(loss: torch.Tensor, step: int, coefficient_hint: str) -> None:
     """Stop before a non-finite loss reaches the weights."""
     if not torch.isfinite(loss):

@@ -57,7 +57,7 @@ from rlhf_sweeps.algos import (
     rloo_advantages,
     truncated_is_weights,
 )
-from rlhf_sweeps.loops.common import LoopScaffold, check_finite, sync_after_update
+from rlhf_sweeps.loops.common import LoopScaffold, check_finite, phase_times, sync_after_update
 from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
 
@@ -277,12 +277,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 M.TRAIN_REG_LOSS: reg_loss,
                 M.TRAIN_COEF: coef,
                 M.TRAIN_GRAD_NORM: grad_norm,
-                M.PERF_ROLLOUT_S: t1 - t0,
-                M.PERF_SCORE_S: t2 - t1,
-                M.PERF_UPDATE_S: t3 - t2,
-                M.PERF_SYNC_S: t4 - t3,
-                M.PERF_STEP_S: t4 - t0,
-                M.PERF_RSS_GB: job.rss_gb(),
+                **phase_times(t0, t1, t2, t3, t4, job.rss_gb()),
             }
             if checked_gap is not None:  # reused: the gap on the responses re-scored to check it
                 train[M.ROLLOUT_LOGPROB_GAP_MEAN], train[M.ROLLOUT_LOGPROB_GAP_MAX] = checked_gap

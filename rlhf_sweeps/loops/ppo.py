@@ -79,7 +79,7 @@ from rlhf_sweeps.algos import (
     regularizer_loss,
     truncated_is_weights,
 )
-from rlhf_sweeps.loops.common import LoopScaffold, check_finite, sync_after_update
+from rlhf_sweeps.loops.common import LoopScaffold, check_finite, phase_times, sync_after_update
 from rlhf_sweeps.loops.online import OnlineJob, make_regularizer
 from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
@@ -262,12 +262,7 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
                 M.TRAIN_CLIP_FRAC: sums["clipped"] / tokens,
                 M.TRAIN_APPROX_KL: sums["approx_kl"] / tokens,
                 M.TRAIN_RATIO: sums["ratio"] / tokens,
-                M.PERF_ROLLOUT_S: t1 - t0,
-                M.PERF_SCORE_S: t2 - t1,
-                M.PERF_UPDATE_S: t3 - t2,
-                M.PERF_SYNC_S: t4 - t3,
-                M.PERF_STEP_S: t4 - t0,
-                M.PERF_RSS_GB: job.rss_gb(),
+                **phase_times(t0, t1, t2, t3, t4, job.rss_gb()),
             }
             if critic is not None:
                 train[M.TRAIN_VALUE_LOSS] = losses["value"] / n_updates

@@ -59,7 +59,7 @@ import torch
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import dpo_loss, logprobs_from_logits, masked_sum, simpo_loss
 from rlhf_sweeps.evaluation import sequence_stats
-from rlhf_sweeps.loops.common import LoopScaffold, check_finite, sync_after_update
+from rlhf_sweeps.loops.common import LoopScaffold, check_finite, phase_times, sync_after_update
 from rlhf_sweeps.models import (
     SequenceBatch,
     make_sequence_batch,
@@ -293,12 +293,7 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
             M.TRAIN_EOS_RATE: stats.eos.float().mean(),
             M.TRAIN_LOSS: loss,
             M.TRAIN_GRAD_NORM: grad_norm,
-            M.PERF_ROLLOUT_S: t1 - t0,
-            M.PERF_SCORE_S: t2 - t1,
-            M.PERF_UPDATE_S: t3 - t2,
-            M.PERF_SYNC_S: t4 - t3,
-            M.PERF_STEP_S: t4 - t0,
-            M.PERF_RSS_GB: job.rss_gb(),
+            **phase_times(t0, t1, t2, t3, t4, job.rss_gb()),
         })
         if cfg.rollout.sync_every > 1:
             train[M.ROLLOUT_STALENESS] = staleness
