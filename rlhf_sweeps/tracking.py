@@ -115,6 +115,11 @@ _UNREACHABLE = ("connection", "timed out", "timeout", "temporarily unavailable",
                 "name or service not known", "error code 502", "error code 503", "error code 504")
 
 
+
+def table_rows(table: dict) -> list[dict]:
+    """The rows of a table `Tracker.log_table` wrote (pandas' "split" JSON), as dicts again."""
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
+
 class StoreUnavailable(ConfigError):
     """The tracking store cannot be reached or used; the message names tracking.uri and the fix."""
 

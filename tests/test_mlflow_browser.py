@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from rlhf_sweeps.tracking import table_rows
+
 try:
     from tests.launching import SMALL, mlflow_runs, run_launch
 except ModuleNotFoundError:  # pytest's rootdir-less "prepend" import
@@ -146,7 +148,7 @@ def test_the_ui_shows_the_sweeps_child_runs_and_a_samples_table(tmp_path, mlflow
     samples = Path(child.info.artifact_uri.removeprefix("file://")) / "samples" / "step_000000.json"
     table = json.loads(samples.read_text())
     assert isinstance(table, dict) and "columns" in table, "samples are not logged as an MLflow table (log_table)"
-    first = dict(zip(table["columns"], table["data"][0]))
+    first = table_rows(table)[0]
     assert (samples.parents[1] / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the end-of-run figure
 
     host = mlflow_ui(uri)

@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps import data
 from rlhf_sweeps.config import ConfigError, validate
+from rlhf_sweeps.tracking import table_rows
 from tests import tiny_hub
 from tests.conftest import ROOT, run_launch
 
@@ -71,7 +72,7 @@ def test_tldr_online_run_through_real_loading(hub, cache, tmp_path):
     assert meta["data"]["train_prompts"] == 48 and meta["data"]["eval_prompts"] == 4
     # the policy folder was prepared with a pad distinct from Pythia-style eos=0
     assert meta["policy"]["eos_token_id"] == 0 and meta["policy"]["pad_token_id"] == 300
-    rows = _artifact(uri, run, "samples/step_000000.json", tmp_path)
+    rows = table_rows(_artifact(uri, run, "samples/step_000000.json", tmp_path))
     assert rows[0]["prompt"].startswith("SUBREDDIT: r/") and rows[0]["prompt"].endswith("TL;DR:")
 
 
