@@ -64,7 +64,7 @@ BOOKKEEPING_PARAMS = (
     "gpu.",
     "rollout.gpu_memory_utilization",
     "rollout.kv_cache_gb",
-    "rollout.enable_sleep_mode",
+    "rollout.enable_sleep_mode",  # logged by runs from before it was removed (it was never read)
     "rollout.enforce_eager",
     # what was asked for (auto, hf, vllm); the engine that ran is `rollout.engine`, which counts
     "rollout.name",

@@ -50,6 +50,7 @@ from analysis.transforms import (  # noqa: E402
     pearson,
 )
 from rlhf_sweeps import metrics as M  # noqa: E402
+from rlhf_sweeps.config import ENTROPY_REG, KL_REG  # noqa: E402
 
 DPI = 150
 FIG1, FIG2, FIG3, FIG4, FIG5, FIG6 = (
@@ -78,7 +79,6 @@ STYLE = {
 }
 METHOD_COLORS = plt.get_cmap("tab10").colors
 COEF_CMAP = "viridis"
-ENTROPY_REG, KL_REG = "entropy", "kl"
 PREF_ALGOS = (*OFFLINE_PREF_ALGOS, *ONLINE_PREF_ALGOS)
 
 

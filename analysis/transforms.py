@@ -63,7 +63,7 @@ RECENTERED = (GOLD, PROXY, CONTENT, FLUENCY)
 BON_COLUMNS = {M.BON_GOLD_REWARD: GOLD, M.BON_PROXY_REWARD: PROXY, M.BON_KL: KL}
 
 # Algorithm families (config values of `algo.name`).
-# algorithm names are defined once, in rlhf_sweeps/config.py (omegaconf only, no torch)
+# algorithm names are defined once, in rlhf_sweeps/config.py (torch-free)
 ONLINE_RL_ALGOS = tuple(a for a in ONLINE_ALGOS if a != "online_simpo")  # rloo, reinforce, ppo, grpo
 OFFLINE_PREF_ALGOS = ("simpo", "dpo")
 ONLINE_PREF_ALGOS = ("online_simpo",)

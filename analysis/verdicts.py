@@ -70,6 +70,7 @@ from analysis.transforms import (
     method_labels,
 )
 from rlhf_sweeps import metrics as M
+from rlhf_sweeps.config import ENTROPY_REG, KL_REG
 
 # --- noise model ------------------------------------------------------------------------------
 WINDOW = 3  # evals averaged into a level: a 3-eval mean has 1/sqrt(3) of one eval's noise
@@ -101,7 +102,6 @@ C4_N_PERM = 2000  # permutations (fixed seed: the p-value is reproducible)
 C7_MIN_R2 = 0.8  # necessary, never sufficient
 C7_DSTAR_FACTOR = 1.5  # fitted peak d* within [d_min / 1.5, d_max * 1.5] of the run's observed sqrt(KL)
 
-ENTROPY_REG, KL_REG = "entropy", "kl"
 SIMPO, ONLINE_SIMPO = "simpo", "online_simpo"
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NO_DATA = "supported", "contradicted", "inconclusive", "no data"
 EXPLOIT, DRIFT, NEITHER = "exploitation", "drift", "neither"  # per-pair attribution calls

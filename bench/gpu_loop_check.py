@@ -60,9 +60,11 @@ from rlhf_sweeps.models import (  # noqa: E402
     load_reward_model,
     prepare_for_training,
 )
+from rlhf_sweeps.plan import Plan  # noqa: E402
 from rlhf_sweeps.rewards import RewardModelScorer  # noqa: E402
 from rlhf_sweeps.rollout.base import Sampling  # noqa: E402
 from rlhf_sweeps.rollout.hf import HFSampler  # noqa: E402
+from rlhf_sweeps.world.language import SPECIAL_IDS  # noqa: E402
 
 VOCAB = 48  # ids 0-3 special (pad, bos, eos, sep), as in the embedded world
 TOL = 1e-4
@@ -89,10 +91,10 @@ def build_world(folder: Path) -> dict:
     mc = NS(hidden_size=64, num_layers=2, num_heads=2, head_dim=32, intermediate_size=128,
             max_position_embeddings=64)
     torch.manual_seed(0)
-    LlamaForCausalLM(llama_config(mc, VOCAB)).save_pretrained(folder / "policy")
+    LlamaForCausalLM(llama_config(mc, VOCAB, **SPECIAL_IDS)).save_pretrained(folder / "policy")
     for i, name in enumerate(("proxy", "gold")):
         torch.manual_seed(1 + i)
-        rm_cfg = llama_config(mc, VOCAB)
+        rm_cfg = llama_config(mc, VOCAB, **SPECIAL_IDS)
         rm_cfg.num_labels = 1
         LlamaForSequenceClassification(rm_cfg).save_pretrained(folder / name)
     rng = np.random.default_rng(0)
@@ -126,6 +128,17 @@ def make_cfg(algo: str, steps: int, eval_every: int, dtype: str) -> NS:
                    is_correction="token", is_cap=2.0),
         task=NS(name="bench"),
     )
+
+
+def plan_of(cfg: NS) -> Plan:
+    """The sizes the loops read (rlhf_sweeps/plan.py), for this namespace config."""
+    a = cfg.algo
+    rollout = a.prompts_per_step * a.k
+    update = a.batch_size if a.name in ("simpo", "dpo") else rollout
+    return Plan(steps=cfg.steps, prompts_per_step=a.prompts_per_step, samples_per_prompt=a.k, rollout_batch=rollout,
+                n_evals=0, eval_responses=0, tokens_per_step_max=rollout * cfg.rollout.max_new_tokens,
+                update_batch=update, micro_batch_size=a.micro_batch_size, grad_accum_steps=update // a.micro_batch_size,
+                max_prompt_tokens=0, max_sequence_tokens=0)
 
 
 def place(world: dict, cfg: NS, device: torch.device):
@@ -193,11 +206,12 @@ def run_online(world: dict, cfg: NS, device: torch.device, sampler=None, ckpt_di
             checkpoint.save(ckpt_dir, {"step": step, "policy": policy.state_dict(),
                                        "optimizer": optimizer.state_dict(), "extra": extra})
 
-    job = OnlineJob(cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, reward=proxy,
+    job = OnlineJob(cfg=cfg, plan=plan_of(cfg), policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, reward=proxy,
                     evaluator=evaluator, train_prompts=train_prompts,
                     log=lambda values, step: logged.setdefault(step, {}).update(values),
-                    log_samples=lambda rows, step: None, save_checkpoint=save_checkpoint, rss_gb=lambda: 0.0)
-    train_online(job, 0, make_coef_controller(cfg))
+                    log_samples=lambda rows, step: None, save_checkpoint=save_checkpoint, rss_gb=lambda: 0.0,
+                    coef=make_coef_controller(cfg))
+    train_online(job, 0)
     return logged, policy, before
 
 
@@ -206,7 +220,7 @@ def run_offline(world: dict, cfg: NS, device: torch.device):
     policy, ref, _, _ = place(world, cfg, device)
     before = [p.detach().cpu().clone() for p in policy.parameters()]
     logged: dict[int, dict] = {}
-    job = PreferenceJob(cfg=cfg, policy=policy, ref=ref, optimizer=torch.optim.Adam(policy.parameters(), lr=cfg.lr),
+    job = PreferenceJob(cfg=cfg, plan=plan_of(cfg), policy=policy, ref=ref, optimizer=torch.optim.Adam(policy.parameters(), lr=cfg.lr),
                         sampler=NS(sync_weights=lambda m: None), evaluator=lambda policy, sampler: ({}, []),
                         log=lambda values, step: logged.setdefault(step, {}).update(values),
                         log_samples=lambda rows, step: None, save_checkpoint=lambda step, extra: None,

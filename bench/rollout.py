@@ -42,7 +42,7 @@ from rlhf_sweeps.algos import logprobs_from_logits  # noqa: E402
 from rlhf_sweeps.rollout.base import Sampling  # noqa: E402
 from rlhf_sweeps.models import build_causal_lm, count_params, make_sequence_batch, response_logits  # noqa: E402
 from rlhf_sweeps.rollout.hf import HFSampler  # noqa: E402
-from rlhf_sweeps.world.language import N_SPECIAL  # noqa: E402
+from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID, SPECIAL_IDS  # noqa: E402
 from rlhf_sweeps.world.tokenizer import build_tokenizer  # noqa: E402
 
 N_WORDS = 200  # conf/task/synthetic.yaml: task.world.n_words
@@ -83,7 +83,6 @@ def prompts_for(n_prompts: int) -> list[list[int]]:
 
 def generated_tokens(rollout) -> int:
     from rlhf_sweeps.algos.ops import response_mask
-    from rlhf_sweeps.world.language import EOS_ID
 
     return int(response_mask(rollout.responses, EOS_ID).sum())
 
@@ -100,7 +99,7 @@ def time_calls(sampler, prompts, repeats: int) -> list[float]:
 
 
 def max_logprob_gap(model, rollout, temperature: float) -> float:
-    batch = make_sequence_batch(rollout.prompts, rollout.responses)
+    batch = make_sequence_batch(rollout.prompts, rollout.responses, EOS_ID, PAD_ID)
     with torch.no_grad():
         logp = logprobs_from_logits(response_logits(model, batch), rollout.responses, temperature)
     return float((logp - rollout.logprobs).abs()[batch.response_mask].max())
@@ -131,7 +130,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             model_cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-            model = build_causal_lm(model_cfg, N_SPECIAL + N_WORDS, seed=0).eval()
+            model = build_causal_lm(model_cfg, N_SPECIAL + N_WORDS, 0, **SPECIAL_IDS).eval()
             folder = Path(tmp) / name
             model.save_pretrained(folder)
             build_tokenizer(N_WORDS).save_pretrained(folder)

@@ -54,8 +54,10 @@ import launch  # noqa: E402, F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps import metrics as M  # noqa: E402
 from rlhf_sweeps.loops.online import OnlineJob, make_coef_controller, train_online  # noqa: E402
 from rlhf_sweeps.models import build_causal_lm, count_params, llama_config  # noqa: E402
+from rlhf_sweeps.plan import make_plan  # noqa: E402
 from rlhf_sweeps.rewards import RewardModelScorer  # noqa: E402
 from rlhf_sweeps.rollout import make_sampler  # noqa: E402
+from rlhf_sweeps.world.language import SPECIAL_IDS  # noqa: E402
 
 VOCAB = 204  # the embedded world's: 200 words + 4 special tokens
 PHASES = (M.PERF_ROLLOUT_S, M.PERF_SCORE_S, M.PERF_UPDATE_S, M.PERF_SYNC_S, M.PERF_STEP_S)
@@ -87,8 +89,8 @@ def one_round(model: str, engine: str, steps: int, extra: list[str], folder: Pat
     """`steps` optimizer steps of the real loop; the per-step train/perf metrics."""
     cfg = compose_cfg(model, engine, steps, extra)
     torch.manual_seed(0)
-    policy = build_causal_lm(cfg.model, VOCAB, seed=0)
-    rm = LlamaForSequenceClassification(llama_config(cfg.model, VOCAB))
+    policy = build_causal_lm(cfg.model, VOCAB, 0, **SPECIAL_IDS)
+    rm = LlamaForSequenceClassification(llama_config(cfg.model, VOCAB, **SPECIAL_IDS))
     rm.config.num_labels = 1
     scorer = RewardModelScorer(rm.eval())
     rng = np.random.default_rng(0)
@@ -97,13 +99,13 @@ def one_round(model: str, engine: str, steps: int, extra: list[str], folder: Pat
         policy.save_pretrained(folder)
     sampler = make_sampler(engine, cfg.rollout, policy, model_dir=folder)
     logged: dict[int, dict] = {}
-    job = OnlineJob(cfg=cfg, policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),
+    job = OnlineJob(cfg=cfg, plan=make_plan(cfg), policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),
                     optimizer=torch.optim.Adam(policy.parameters(), lr=1e-4), sampler=sampler, reward=scorer,
                     evaluator=lambda pol, smp: ({}, []), train_prompts=lambda step: prompts,
                     log=lambda v, s: logged.setdefault(s, {}).update(v), log_samples=lambda rows, s: None,
-                    save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0)
+                    save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0, coef=make_coef_controller(cfg))
     try:
-        train_online(job, 0, make_coef_controller(cfg))
+        train_online(job, 0)
     finally:
         sampler.close()
     return [logged[s] for s in sorted(logged) if M.PERF_STEP_S in logged[s]][1:]  # step 0 warms up
@@ -141,7 +143,8 @@ def main(argv=None) -> int:
                 med = {k: statistics.median(r[k] for r in rows) for k in (*PHASES, M.TRAIN_RESPONSE_LENGTH)}
                 old = best.get(variant)
                 best[variant] = med if old is None else {k: min(old[k], med[k]) for k in med}
-        n_params = count_params(build_causal_lm(compose_cfg(model, args.engine, 1, []).model, VOCAB, 0))
+        n_params = count_params(build_causal_lm(compose_cfg(model, args.engine, 1, []).model, VOCAB, 0,
+                                                      **SPECIAL_IDS))
         for variant, med in best.items():
             # real tokens per step: 64 responses (+<eos>) and their prompts (3-6 words + <bos>, <sep>: 6.5)
             tokens = 64 * (med[M.TRAIN_RESPONSE_LENGTH] + 1 + 6.5)

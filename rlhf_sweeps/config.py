@@ -11,6 +11,7 @@ No derived value is written back into the config: see `plan.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -27,7 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 
-REGULARIZERS = {"kl": ("k1", "k2", "k3"), "entropy": ("sampled", "exact"), "none": ("none",)}
+# names are defined here once, torch-free: the loops, the math's checks and analysis/ import them
+KL_REG, ENTROPY_REG, NO_REG = "kl", "entropy", "none"
+REGULARIZERS = {KL_REG: ("k1", "k2", "k3"), ENTROPY_REG: ("sampled", "exact"), NO_REG: ("none",)}  # -> estimators
 PLACEMENTS = ("reward", "loss")
 CLIPPED_ALGOS = ("ppo", "grpo")  # clipped-ratio updates over ppo_epochs (rlhf_sweeps/loops/ppo.py)
 ONLINE_ALGOS = ("rloo", "reinforce", "online_simpo") + CLIPPED_ALGOS
@@ -42,7 +45,23 @@ FAMILIES = ("llama", "gpt_neox")
 # a hub id: "org/name", optionally "@revision"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 DTYPES = ("float32", "bfloat16", "float16")
+VLLM_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 256)
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class _Sealed:
+    """Schema nodes: Hydra fills them in while it composes, and `typed` seals them.
+
+    (A `frozen=True` dataclass cannot be the Hydra schema: Hydra merges the YAML
+    and the overrides into it.) Past `typed`, assigning a field raises.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            raise dataclasses.FrozenInstanceError(
+                f"cannot assign {name!r}: the config is read-only once a job starts (derived values "
+                "belong in rlhf_sweeps/plan.py)")
+        object.__setattr__(self, name, value)
 
 
 class ConfigError(ValueError):
@@ -50,27 +69,28 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class WorldConfig:
-    """Parameters of the hidden language: see rlhf_sweeps/world/language.py."""
+class WorldConfig(_Sealed):
+    """Everything that defines the hidden language (rlhf_sweeps/world/language.py), which
+    takes this class as its parameters. Fixed before any comparison."""
 
     seed: int = 0
     n_words: int = 200
     min_successors: int = 5
     max_successors: int = 10
     dirichlet_alpha: float = 1.0
-    stop_beta_a: float = 1.0
+    stop_beta_a: float = 1.0  # stop probability ~ Beta(a, b): mean 1/13 -> ~12-word responses
     stop_beta_b: float = 12.0
     min_prompt_words: int = 3
     max_prompt_words: int = 6
     max_response_words: int = 24
-    eps: float = 1e-3
+    eps: float = 1e-3  # smoothing of off-chain transitions
     fluency_weight: float = 0.5
-    min_content_len: int = 8
+    min_content_len: int = 8  # content is a per-word average, but short answers cannot game it
     junk_value: float = -1.0
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(_Sealed):
     steps: int = 400
     batch_size: int = 64
     lr: float = 3e-3
@@ -79,7 +99,7 @@ class SFTConfig:
 
 
 @dataclass
-class PairsConfig:
+class PairsConfig(_Sealed):
     n_pairs: int = 4000
     # label ~ Bernoulli(sigmoid((gold_a - gold_b) / bt_scale)): Bradley-Terry
     # noise; `label_noise` flips a further fraction uniformly at random.
@@ -90,7 +110,7 @@ class PairsConfig:
 
 
 @dataclass
-class ProxyConfig:
+class ProxyConfig(_Sealed):
     epochs: int = 2
     batch_size: int = 64
     lr: float = 1e-3
@@ -100,7 +120,7 @@ class ProxyConfig:
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(_Sealed):
     name: str = "synthetic"
     world: WorldConfig = field(default_factory=WorldConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -129,7 +149,7 @@ class TaskConfig:
 
 
 @dataclass
-class ArchConfig:
+class ArchConfig(_Sealed):
     """Sizes of a checkpoint's architecture, for the dry run's parameter count (no download)."""
 
     family: str = "gpt_neox"  # llama | gpt_neox: which parameter formula applies
@@ -140,7 +160,7 @@ class ArchConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Sealed):
     name: str = "small"
     hidden_size: int = 128
     num_layers: int = 2
@@ -175,7 +195,7 @@ class ModelConfig:
 
 
 @dataclass
-class AlgoConfig:
+class AlgoConfig(_Sealed):
     name: str = "rloo"
     prompts_per_step: int = 16
     k: int = 4  # samples per prompt (RLOO needs >= 2)
@@ -214,7 +234,7 @@ class AlgoConfig:
 
 
 @dataclass
-class RegularizerConfig:
+class RegularizerConfig(_Sealed):
     name: str = "kl"
     estimator: str = "k1"
     placement: str = "reward"
@@ -225,7 +245,7 @@ class RegularizerConfig:
 
 
 @dataclass
-class RolloutConfig:
+class RolloutConfig(_Sealed):
     name: str = "auto"
     temperature: float = 1.0  # sampling temperature: also used for every logprob and entropy
     top_p: float = 1.0
@@ -236,7 +256,6 @@ class RolloutConfig:
     dtype: str = "float32"
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = True
-    enable_sleep_mode: bool = False
     kv_cache_gb: float = 1.0
     # Pass 1 of the online update takes the policy's log-probs from the engine when they are
     # exact for the trainer (checked every step; rlhf_sweeps/loops/online.py); false recomputes.
@@ -244,28 +263,28 @@ class RolloutConfig:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(_Sealed):
     """What the policy is trained on (conf/reward/): proxy, or the gold / zero controls."""
 
     name: str = "proxy"
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(_Sealed):
     uri: str = "sqlite:///${project_root:}/mlflow.db"
     experiment: str = "rlhf-sweeps"
     samples_per_eval: int = 16  # rows in the sample-generation table logged at each eval
 
 
 @dataclass
-class GPUConfig:
+class GPUConfig(_Sealed):
     """The accelerator a job asks for: read by the dry run's memory estimate."""
 
     memory_gb: float = 80.0
 
 
 @dataclass
-class Config:
+class Config(_Sealed):
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
@@ -655,7 +674,7 @@ def _not_read(cfg: Any) -> dict[str, str]:
         unread(("rollout.is_cap",), "read only with rollout.is_correction=token or sequence")
     if cfg.rollout.name == "hf":
         unread(("rollout.dtype", "rollout.gpu_memory_utilization", "rollout.enforce_eager",
-                "rollout.enable_sleep_mode", "rollout.kv_cache_gb"), "vLLM engine settings: rollout=hf reads none")
+                "rollout.kv_cache_gb"), "vLLM engine settings: rollout=hf reads none")
     return out
 
 
@@ -753,8 +772,8 @@ def validate(cfg: Any, overrides: Sequence[str] = (), shared: Sequence[str] = ()
     choice("task.name", cfg.task.name, TASKS)
     m = cfg.model
     if ro.name == "vllm":
-        need(m.head_dim in (32, 64, 80, 96, 112, 128, 256), "model.head_dim", m.head_dim,
-             "vLLM's CPU attention needs head_dim 32 or 64 (16 is rejected)")
+        need(m.head_dim in VLLM_HEAD_DIMS, "model.head_dim", m.head_dim,
+             f"vLLM's attention takes head_dim {', '.join(map(str, VLLM_HEAD_DIMS))} (16 is rejected)")
     choice("model.dtype", m.dtype, DTYPES)
     need(m.dtype != "float16", "model.dtype", m.dtype,
          "float16 training needs loss scaling, which the loops do not do; use bfloat16 (fp32 weights, "
@@ -780,3 +799,37 @@ def validate(cfg: Any, overrides: Sequence[str] = (), shared: Sequence[str] = ()
             + (f", e.g. `python launch.py {example}`." if example else ".")
         )
     return warnings + start_warnings(cfg)
+
+
+# --------------------------------------------------------------------------- the typed edge
+def typed(cfg: Any) -> Config:
+    """The composed (and validated) config as the `Config` dataclass, sealed read-only.
+
+    `rlhf_sweeps.job.run_job` calls it once; every module past it gets plain typed
+    attributes, and only this module and `sweep.py`'s Hydra callback touch omegaconf.
+    """
+    if not isinstance(cfg, Config):
+        cfg = OmegaConf.to_object(cfg)  # resolves ${...} interpolations
+    _seal(cfg)
+    return cfg
+
+
+def _seal(node: Any) -> None:
+    for f in dataclasses.fields(node):
+        child = getattr(node, f.name)
+        if dataclasses.is_dataclass(child):
+            _seal(child)
+    object.__setattr__(node, "_sealed", True)
+
+
+def as_dict(cfg: Any) -> dict:
+    """The config as plain nested dicts (what a run's identity hash and its params are made of)."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def to_yaml(cfg: Any) -> str:
+    """The config as YAML, interpolations resolved (the run's config.yaml artifact, the dry run)."""
+    node = OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    return OmegaConf.to_yaml(node, resolve=True)

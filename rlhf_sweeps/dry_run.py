@@ -34,9 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import OmegaConf
-
-from rlhf_sweeps.config import CLIPPED_ALGOS, OFFLINE_ALGOS
+from rlhf_sweeps.config import CLIPPED_ALGOS, OFFLINE_ALGOS, to_yaml
 
 GiB = 2**30
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -161,7 +159,7 @@ def memory_estimate(cfg, plan) -> dict:
     counts = {"policy (trainable)": n_policy, "reference (frozen copy)": n_policy}
     unknown = []
     for key, label in (("proxy_rm_arch", "proxy RM"), ("gold_rm_arch", "gold RM")):
-        arch = _rm_arch(m[key])
+        arch = _rm_arch(getattr(m, key))
         if arch is None and cfg.task.name == "synthetic":
             # the world's proxy is a copy of the SFT model; its gold is code, not a model
             arch = policy if label == "proxy RM" else None
@@ -198,7 +196,7 @@ def memory_estimate(cfg, plan) -> dict:
 
 def describe(cfg, plan) -> str:
     lines = ["=" * 78, "rlhf-sweeps dry run: nothing is downloaded, loaded or trained", "=" * 78, "",
-             "-- resolved config " + "-" * 59, OmegaConf.to_yaml(cfg, resolve=True).rstrip(), ""]
+             "-- resolved config " + "-" * 59, to_yaml(cfg).rstrip(), ""]
     a = cfg.algo
     lines.append("-- batch plan " + "-" * 64)
     if a.name in OFFLINE_ALGOS:
@@ -254,7 +252,7 @@ def describe(cfg, plan) -> str:
     lines.append(f"  => {verdict} on a {cfg.gpu.memory_gb:g} GiB GPU (estimated use {total / GiB:.1f} GiB)")
     if not est["fits"]:
         lines.append("     try: a smaller algo.micro_batch_size, model.gradient_checkpointing=true, a lower "
-                     "rollout.gpu_memory_utilization with rollout.enable_sleep_mode=true, or gpu.memory_gb "
+                     "rollout.gpu_memory_utilization, or gpu.memory_gb "
                      "of a larger GPU")
     lines.append("")
     lines.append("Estimates are rough (no allocator fragmentation, no CUDA context ~0.5 GiB); "

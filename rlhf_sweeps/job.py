@@ -27,7 +27,6 @@ launcher. It owns the job's lifecycle:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -40,13 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from omegaconf import OmegaConf
-
 from rlhf_sweeps import metrics as M
-from rlhf_sweeps.config import ConfigError, condition_params, validate
+from rlhf_sweeps.config import ConfigError, as_dict, condition_params, to_yaml, typed, validate
 from rlhf_sweeps.plan import make_plan
 from rlhf_sweeps.quiet import quiet
-from rlhf_sweeps.stages import config_hash
+from rlhf_sweeps.cache import Busy, config_hash, file_lock
 
 DONE_FILE = "done.json"
 RUN_ID_FILE = "mlflow_run_id"
@@ -108,7 +105,7 @@ def run_name(overrides: list[str]) -> str:
 
 
 def run_dir_for(cfg) -> Path:
-    ident = OmegaConf.to_container(cfg, resolve=True)
+    ident = as_dict(cfg)
     for key in _NOT_IDENTITY:
         ident.pop(key, None)
     return Path(cfg.cache_dir) / "runs" / config_hash(ident)
@@ -155,18 +152,12 @@ def exclusive(run_dir: Path):
 
     A killed job's lock dies with it (flock), so a requeue or rerun gets it.
     """
-    lock = run_dir.parent / f".{run_dir.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JobBusy(f"{run_dir} is being run by another process right now; wait for it to end, or stop "
-                          "it and run this command again to resume it") from None
-        try:
+    try:
+        with file_lock(run_dir.parent / f".{run_dir.name}.lock", wait=False):
             yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    except Busy:
+        raise JobBusy(f"{run_dir} is being run by another process right now; wait for it to end, or stop "
+                      "it and run this command again to resume it") from None
 
 
 def run_job(cfg, overrides: list[str], sweep: Optional[SweepInfo] = None,
@@ -175,6 +166,7 @@ def run_job(cfg, overrides: list[str], sweep: Optional[SweepInfo] = None,
     sweep = sweep or SweepInfo()
     for warning in validate(cfg, overrides, sweep.shared):  # before any compute, before any MLflow run
         print(f"[rlhf-sweeps] warning: {warning}", file=sys.stderr, flush=True)
+    cfg = typed(cfg)  # from here on: the Config dataclass, read-only
     plan = make_plan(cfg)
     if cfg.dry_run:
         from rlhf_sweeps.dry_run import describe
@@ -257,7 +249,7 @@ def _train(cfg, plan, overrides, name, run_dir: Path, sweep: SweepInfo, launcher
             "run_dir": str(run_dir),
             **sweep_tags,
         }
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved = as_dict(cfg)
         run_id = tracker.start(name, {**flatten(resolved), **condition_params(cfg)}, tags)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_ID_FILE).write_text(run_id)
@@ -267,7 +259,7 @@ def _train(cfg, plan, overrides, name, run_dir: Path, sweep: SweepInfo, launcher
         sweep.started(run_id)
     try:  # from here on the run is open: whatever happens, it does not stay RUNNING
         if prior_run is None:
-            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), M.ARTIFACT_CONFIG)
+            tracker.log_text(to_yaml(cfg), M.ARTIFACT_CONFIG)
         else:
             # a run belongs to the sweep that last ran it (a requeue keeps the same sweep)
             tracker.set_tags({**sweep_tags, TAG_THREADS: str(threads), TAG_RESUMED_FROM: ckpt["step"] if ckpt else 0})

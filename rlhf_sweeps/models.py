@@ -7,8 +7,9 @@ paths load a Pythia checkpoint by name or folder.
 Special token ids travel with the model: `special_ids(model)` reads pad and
 eos from `model.config` (the embedded world's Llama has pad=0, eos=2; a
 prepared Pythia policy has eos=0 "<|endoftext|>" and pad="[PAD]"). Every
-helper that pads or masks takes them as arguments; the defaults are the
-embedded world's.
+helper that pads or masks takes them as arguments, and a new model gets them
+from its caller (the embedded world passes its own): nothing here knows a
+particular tokenizer.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from rlhf_sweeps.world.language import BOS_ID, EOS_ID, PAD_ID
 
-
-def llama_config(model_cfg, vocab_size: int) -> LlamaConfig:
+def llama_config(model_cfg, vocab_size: int, *, bos_id: int, eos_id: int, pad_id: int) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=model_cfg.hidden_size,
@@ -41,16 +40,17 @@ def llama_config(model_cfg, vocab_size: int) -> LlamaConfig:
         num_key_value_heads=model_cfg.num_heads,
         head_dim=model_cfg.head_dim,
         max_position_embeddings=model_cfg.max_position_embeddings,
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        pad_token_id=PAD_ID,  # pad != eos, or classification heads pool the wrong token
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,  # pad != eos, or classification heads pool the wrong token
         tie_word_embeddings=False,
     )
 
 
-def build_causal_lm(model_cfg, vocab_size: int, seed: int) -> LlamaForCausalLM:
+def build_causal_lm(model_cfg, vocab_size: int, seed: int, **special: int) -> LlamaForCausalLM:
+    """A freshly initialized Llama; `special` is bos_id, eos_id and pad_id (see `llama_config`)."""
     torch.manual_seed(seed)
-    return LlamaForCausalLM(llama_config(model_cfg, vocab_size)).float()
+    return LlamaForCausalLM(llama_config(model_cfg, vocab_size, **special)).float()
 
 
 def _check_folder(path: str | Path, what: str) -> None:
@@ -180,12 +180,17 @@ def prepare_for_training(policy: PreTrainedModel, device: torch.device, dtype: s
 
 
 def special_ids(model: PreTrainedModel) -> tuple[int, int]:
-    """(pad_id, eos_id) from the model's config; the embedded world's when unset."""
+    """(pad_id, eos_id) from the model's config."""
     pad = getattr(model.config, "pad_token_id", None)
     eos = getattr(model.config, "eos_token_id", None)
     if isinstance(eos, (list, tuple)):
         eos = eos[0]  # several stop ids: the first is the one responses end with
-    return (PAD_ID if pad is None else int(pad)), (EOS_ID if eos is None else int(eos))
+    if pad is None or eos is None:
+        missing = " and ".join(k for k, v in (("pad_token_id", pad), ("eos_token_id", eos)) if v is None)
+        raise ValueError(f"the policy's config has no {missing}: responses are padded and cut by them. "
+                         "Save the checkpoint with both set (config.pad_token_id, config.eos_token_id), "
+                         "pad distinct from eos.")
+    return int(pad), int(eos)
 
 
 def ensure_distinct_pad(tokenizer, vocab_size: int, what: str) -> int:
@@ -241,7 +246,7 @@ class SequenceBatch:
                              self.position_ids.to(device), self.prompt_len, self.response_mask.to(device))
 
 
-def left_pad(seqs: list[list[int]], pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -251,7 +256,7 @@ def left_pad(seqs: list[list[int]], pad_id: int = PAD_ID) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def right_pad(seqs: list[list[int]], pad_id: int = PAD_ID, width: int | None = None):
+def right_pad(seqs: list[list[int]], pad_id: int, width: int | None = None):
     width = width or max(1, max(len(s) for s in seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -262,8 +267,8 @@ def right_pad(seqs: list[list[int]], pad_id: int = PAD_ID, width: int | None = N
     return ids, mask
 
 
-def make_sequence_batch(prompts: list[list[int]], responses: torch.Tensor, eos_id: int = EOS_ID,
-                        pad_id: int = PAD_ID) -> SequenceBatch:
+def make_sequence_batch(prompts: list[list[int]], responses: torch.Tensor, eos_id: int,
+                        pad_id: int) -> SequenceBatch:
     from rlhf_sweeps.algos.ops import response_mask
 
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
@@ -287,13 +292,13 @@ def response_logits(model: PreTrainedModel, batch: SequenceBatch) -> torch.Tenso
     return out.logits[:, P - 1 : -1].float()
 
 
-def chain_sequences(prompts: list[list[int]], responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded `<bos> prompt <sep> response [<eos>]` for LM/RM training and scoring."""
-    return right_pad([p + r for p, r in zip(prompts, responses)])
+def chain_sequences(prompts: list[list[int]], responses: list[list[int]], pad_id: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt followed by its response, right-padded, for LM/RM training and scoring."""
+    return right_pad([p + r for p, r in zip(prompts, responses)], pad_id)
 
 
 __all__ = [
-    "BOS_ID",
     "SequenceBatch",
     "build_causal_lm",
     "chain_sequences",

@@ -7,24 +7,27 @@ a ConfigError that names the keys to change.
 Batch vocabulary (as in summarize_from_feedback_details):
 - online algorithms: one optimizer step uses `rollout_batch` = prompts_per_step x k
   sampled responses (ppo / grpo: a minibatch of `algo.ppo_minibatch_size` of them, when
-  set); offline ones use `algo.batch_size` pairs. That is `update_batch`.
+  set); online SimPO the prompts_per_step (best, worst) pairs ranked among them;
+  offline algorithms `algo.batch_size` pairs. That is `update_batch`.
 - the update runs in micro-batches of `micro_batch_size` (sequences online, pairs
   offline) and accumulates gradients over `grad_accum_steps` = update_batch /
   micro_batch_size of them. `algo.micro_batch_size=null` means one micro-batch.
-  The CPU loops do one full-batch update per step (accumulation = 1 is exact
-  there); the GPU path and bench/gpu_check.py read these fields.
+  The preference loops allow a last, smaller micro-batch (each is weighted by its
+  share of the pairs); the sequence loops need exact division.
+
+The loops read their sizes from the Plan, never from `cfg.algo` again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlhf_sweeps.algos.ops import exact_div
 from rlhf_sweeps.config import CLIPPED_ALGOS, OFFLINE_ALGOS, REAL_TASKS, ConfigError
 
 
 @dataclass(frozen=True)
 class Plan:
+    steps: int  # optimizer steps; the loops evaluate and checkpoint once more, at `steps`
     prompts_per_step: int
     samples_per_prompt: int
     rollout_batch: int  # responses per optimizer step (online algorithms)
@@ -39,10 +42,10 @@ class Plan:
 
 
 def _div(a: int, b: int, what: str, fix: str) -> int:
-    try:
-        return exact_div(a, b, what)
-    except ValueError as err:
-        raise ConfigError(f"Invalid config:\n  {err}\n{fix}") from err
+    """`a // b`, or a ConfigError with `fix` when `b` does not divide `a` (batch sizes never round)."""
+    if b == 0 or a % b:
+        raise ConfigError(f"Invalid config:\n  {what}: {a} is not divisible by {b}\n{fix}")
+    return a // b
 
 
 def make_plan(cfg) -> Plan:
@@ -51,6 +54,8 @@ def make_plan(cfg) -> Plan:
     offline = algo.name in OFFLINE_ALGOS
     update = algo.batch_size if offline else batch
     unit = "pairs (algo.batch_size)" if offline else "responses (algo.prompts_per_step x algo.k)"
+    if algo.name == "online_simpo":  # one (best, worst) pair per prompt
+        update, unit = algo.prompts_per_step, "pairs (algo.prompts_per_step)"
     if algo.name in CLIPPED_ALGOS and algo.ppo_minibatch_size is not None:
         # ppo / grpo: one optimizer step per minibatch of the rollout, ppo_epochs passes
         options = [d for d in range(1, batch + 1) if batch % d == 0]
@@ -70,6 +75,7 @@ def make_plan(cfg) -> Plan:
         max_prompt = cfg.task.world.max_prompt_words + 2
         max_response = max(cfg.rollout.max_new_tokens, cfg.task.world.max_response_words + 1)
     return Plan(
+        steps=cfg.steps,
         prompts_per_step=algo.prompts_per_step,
         samples_per_prompt=algo.k,
         rollout_batch=batch,

@@ -57,52 +57,32 @@ def pooled_reward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) 
 
 
 class RewardModelScorer:
-    """A sequence-classification reward model scoring `<bos> prompt <sep> response`."""
+    """A sequence-classification reward model that reads the policy's own token ids.
+
+    It scores each prompt followed by its response, padded with the pad id of its
+    own config (a real RM with another tokenizer is a `TextRewardScorer`).
+    """
 
     def __init__(self, model, norm: Normalization = Normalization(), batch_size: int = 256):
         self.model = model.eval()
         self.norm = norm
         self.batch_size = batch_size
+        if model.config.pad_token_id is None:
+            raise ValueError("reward model: its config has no pad_token_id; save it with one (distinct from eos)")
+        self.pad_id = int(model.config.pad_token_id)
 
     @torch.no_grad()
     def raw(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
         device = next(self.model.parameters()).device
         out = []
         for s in range(0, len(prompts), self.batch_size):
-            ids, mask = chain_sequences(prompts[s : s + self.batch_size], responses[s : s + self.batch_size])
+            ids, mask = chain_sequences(prompts[s : s + self.batch_size], responses[s : s + self.batch_size],
+                                        self.pad_id)
             out.append(pooled_reward(self.model, ids.to(device), mask.to(device)).float().cpu())
         return torch.cat(out)
 
     def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
         return self.norm(self.raw(prompts, responses))
-
-
-class GoldScorer:
-    """The hidden language's gold reward (numpy), as a normalized tensor.
-
-    `parts` splits it into content and fluency in the same normalized units:
-    with raw gold g = c + f and normalization (g - mean) / std, content is
-    (c - content_mean) / std and fluency the rest, where content_mean is the
-    mean content on the initial policy's samples. So content + fluency = gold
-    for every response (docs/science.md §5).
-    """
-
-    def __init__(self, language, norm: Normalization = Normalization(), content_mean: float = 0.0):
-        self.language = language
-        self.norm = norm
-        self.content_mean = content_mean
-
-    def raw(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
-        return torch.from_numpy(self.language.gold_reward(prompts, responses)).float()
-
-    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
-        return self.norm(self.raw(prompts, responses))
-
-    def parts(self, prompts: list[list[int]], responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(content, fluency), each (N,), normalized so that they add up to `self(...)`."""
-        c, f = (torch.from_numpy(x).float() for x in self.language.gold_parts(prompts, responses))
-        content = (c - self.content_mean) / self.norm.std
-        return content, self.norm(c + f) - content
 
 
 class ZeroReward:

@@ -107,7 +107,7 @@ def member_name(overrides: Sequence[str], axes: Sequence[str], groups: Sequence[
 
 # --------------------------------------------------------------- parent run
 def parent_run(sweep_dir: Path, sweep_id: str, uri: str, experiment: str) -> str:
-    from rlhf_sweeps.stages import file_lock
+    from rlhf_sweeps.cache import file_lock
     from rlhf_sweeps.tracking import Tracker, git_commit
 
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -53,9 +53,10 @@ def build_task(cfg) -> TaskBundle:
 
 
 def _synthetic(cfg) -> TaskBundle:
-    from rlhf_sweeps import stages
+    from rlhf_sweeps import cache
     from rlhf_sweeps.models import load_reward_model
-    from rlhf_sweeps.rewards import GoldScorer, Normalization, RewardModelScorer
+    from rlhf_sweeps.rewards import Normalization, RewardModelScorer
+    from rlhf_sweeps.world.gold import GoldScorer
     from rlhf_sweeps.world.synthetic import prepare_world
     from rlhf_sweeps.world.tokenizer import build_tokenizer
 
@@ -71,7 +72,7 @@ def _synthetic(cfg) -> TaskBundle:
         eval_prompts=world.eval_prompts,
         train_prompts=world.train_prompts,
         decode=lambda ids: tokenizer.decode(ids),
-        pairs=lambda: stages.read_jsonl(world.pairs_path, ("prompt_ids", "chosen_ids", "rejected_ids")),
+        pairs=lambda: cache.read_jsonl(world.pairs_path, ("prompt_ids", "chosen_ids", "rejected_ids")),
         meta=world.meta,
         proxy_model=rm,
     )
@@ -119,7 +120,7 @@ def prepare_policy(cfg, source: Path) -> Path:
 
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from rlhf_sweeps import stages
+    from rlhf_sweeps import cache
     from rlhf_sweeps.models import ensure_distinct_pad
 
     trust = cfg.model.trust_remote_code
@@ -159,7 +160,7 @@ def prepare_policy(cfg, source: Path) -> Path:
         return {"source": str(source), "pad_token_id": pad, "eos_token_id": tok.eos_token_id,
                 "vocab_size": config.vocab_size, "tokenizer_size": len(tok)}
 
-    return stages.ensure_stage(cfg.cache_dir, "policy", spec, build)
+    return cache.ensure_stage(cfg.cache_dir, "policy", spec, build)
 
 
 def resolve_checkpoint(spec: str, what: str) -> Path:
@@ -199,7 +200,7 @@ def _real(cfg) -> TaskBundle:
     import torch
     from transformers import AutoTokenizer
 
-    from rlhf_sweeps import data, stages
+    from rlhf_sweeps import cache, data
     from rlhf_sweeps.models import load_causal_lm
     from rlhf_sweeps.rewards import Normalization, fit_normalization, pearson
     from rlhf_sweeps.rollout.base import Sampling
@@ -210,7 +211,7 @@ def _real(cfg) -> TaskBundle:
     policy_src = resolve_checkpoint(m.policy_path, "model.policy_path")
     policy_dir = prepare_policy(cfg, policy_src)
     tok = AutoTokenizer.from_pretrained(str(policy_dir), trust_remote_code=m.trust_remote_code)
-    pad_id, eos_id = tok.pad_token_id, tok.eos_token_id
+    eos_id = tok.eos_token_id
     max_pos = json.loads((policy_dir / "config.json").read_text()).get("max_position_embeddings")
     if max_pos and task.max_prompt_tokens + cfg.rollout.max_new_tokens > max_pos:
         raise ConfigError(f"task.max_prompt_tokens={task.max_prompt_tokens} + rollout.max_new_tokens="
@@ -259,7 +260,7 @@ def _real(cfg) -> TaskBundle:
                 "sft_mean_response_tokens": float(np.mean([len(r) for r in responses]))}
 
     with torch.no_grad():
-        norm_dir = stages.ensure_stage(cfg.cache_dir, "norm", norm_spec, build_norm)
+        norm_dir = cache.ensure_stage(cfg.cache_dir, "norm", norm_spec, build_norm)
     norm = json.loads((norm_dir / "normalization.json").read_text())
     proxy.norm, gold.norm = Normalization(**norm["proxy"]), Normalization(**norm["gold"])
 
@@ -278,8 +279,8 @@ def _real(cfg) -> TaskBundle:
         "data": {"train_rows": train.n_rows, "train_prompts": len(train.ids), "train_too_long": train.n_too_long,
                  "eval_rows": evals.n_rows, "eval_too_long": evals.n_too_long, "eval_prompts": len(eval_prompts),
                  **({"pairs": len(pairs.rows), "pairs_dropped": pairs.n_dropped} if pairs else {})},
-        "policy": stages.stage_meta(policy_dir),
-        "norm": {k: v for k, v in stages.stage_meta(norm_dir).items() if k != "spec"},
+        "policy": cache.stage_meta(policy_dir),
+        "norm": {k: v for k, v in cache.stage_meta(norm_dir).items() if k != "spec"},
     }
     return TaskBundle(
         policy_dir=policy_dir,

@@ -89,7 +89,6 @@ there as a new FINISHED run, without training again (`rlhf_sweeps.job`).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
@@ -103,6 +102,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from rlhf_sweeps import metrics as M
+from rlhf_sweeps.cache import file_lock
 from rlhf_sweeps.config import ConfigError
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -191,13 +191,8 @@ def _store_init_lock(uri: str):
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(f"{path}.lock")):
+        yield
 
 
 class Tracker:

@@ -20,13 +20,14 @@ from omegaconf import OmegaConf
 
 from rlhf_sweeps.models import build_causal_lm
 from rlhf_sweeps.world.tokenizer import build_tokenizer
+from rlhf_sweeps.world.language import SPECIAL_IDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def save_junk_policy(folder: Path, n_words: int, vocab: int, tokens: list[int], boost: float = 4.0,
                      seed: int = 0) -> torch.nn.Module:
-    model = build_causal_lm(OmegaConf.load(ROOT / "conf/model/tiny.yaml"), vocab, seed)
+    model = build_causal_lm(OmegaConf.load(ROOT / "conf/model/tiny.yaml"), vocab, seed, **SPECIAL_IDS)
     hidden = model.config.hidden_size
     with torch.no_grad():
         model.model.embed_tokens.weight[:, 0] = 50.0

@@ -15,6 +15,7 @@ import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps.config import ConfigError, validate
 from rlhf_sweeps.dry_run import Arch, memory_estimate, param_count
 from rlhf_sweeps.plan import make_plan
+from rlhf_sweeps.world.language import SPECIAL_IDS
 from tests.conftest import ROOT, run_launch
 
 
@@ -126,7 +127,7 @@ def test_online_update_is_invariant_to_micro_batching(reg):
     one full batch of 8 does: the plan's micro-batch size changes memory, not math."""
     import copy
 
-    from rlhf_sweeps.algos import FixedKLController
+    from rlhf_sweeps.algos import CoefController
     from rlhf_sweeps.loops.online import OnlineJob, train_online
     from rlhf_sweeps.algos import response_mask
     from rlhf_sweeps.models import build_causal_lm
@@ -139,7 +140,7 @@ def test_online_update_is_invariant_to_micro_batching(reg):
     responses[0, 2], responses[3, 4] = 2, 2  # two finished responses (<eos>=2), the rest truncated
     responses[0, 3:], responses[3, 5:] = 0, 0
     scores = torch.randn(N)
-    base = build_causal_lm(_compose(["model=tiny"]).model, vocab, seed=0)
+    base = build_causal_lm(_compose(["model=tiny"]).model, vocab, 0, **SPECIAL_IDS)
 
     class Sampler:
         def generate(self, p, n, seed):
@@ -154,13 +155,14 @@ def test_online_update_is_invariant_to_micro_batching(reg):
                         "algo.prompts_per_step=4", "algo.k=2", "steps=1", "eval_every=1", "checkpoint_every=1",
                         "temperature=0.3", "rollout.temperature=0.7", f"algo.micro_batch_size={micro}"])
         policy = copy.deepcopy(base)
-        job = OnlineJob(cfg=cfg, policy=policy, ref=copy.deepcopy(base).requires_grad_(False),
+        job = OnlineJob(cfg=cfg, plan=make_plan(cfg), policy=policy, ref=copy.deepcopy(base).requires_grad_(False),
                         optimizer=torch.optim.SGD(policy.parameters(), lr=1.0), sampler=Sampler(),
                         reward=lambda p, r: scores, evaluator=lambda pol, smp: ({}, []),
                         train_prompts=lambda step: prompts, log=lambda m, s: logged.append(m),
-                        log_samples=lambda rows, s: None, save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0)
+                        log_samples=lambda rows, s: None, save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0,
+                        coef=CoefController(0.3))
         logged: list = []
-        train_online(job, 0, FixedKLController(0.3))
+        train_online(job, 0)
         loss = next(m["train/loss"] for m in logged if "train/loss" in m)
         return [p.detach() for p in policy.parameters()], loss
 

@@ -29,8 +29,10 @@ import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.loops.online import OnlineJob, make_coef_controller, train_online
 from rlhf_sweeps.models import build_causal_lm
+from rlhf_sweeps.plan import make_plan
 from rlhf_sweeps.rollout.base import Sampling
 from rlhf_sweeps.rollout.hf import HFSampler
+from rlhf_sweeps.world.language import SPECIAL_IDS
 from tests.conftest import ROOT
 
 VOCAB, STEPS, LAST = 60, 30, 10
@@ -48,7 +50,7 @@ def run(overrides: list[str], seed: int) -> dict[str, float]:
     """Mean train/kl and train/entropy over the last LAST steps of a short online run."""
     cfg = _cfg([*overrides, f"seed={seed}"])
     torch.manual_seed(seed)
-    base = build_causal_lm(cfg.model, VOCAB, seed=0)
+    base = build_causal_lm(cfg.model, VOCAB, 0, **SPECIAL_IDS)
     policy, ref = base, copy.deepcopy(base).eval().requires_grad_(False)
     values = torch.from_numpy(np.random.default_rng(7).normal(size=VOCAB)).float()  # a fixed token-value reward
 
@@ -58,13 +60,13 @@ def run(overrides: list[str], seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     prompts = [[1] + rng.integers(4, VOCAB, 3).tolist() + [3] for _ in range(cfg.algo.prompts_per_step)]
     logged: dict[int, dict] = {}
-    job = OnlineJob(cfg=cfg, policy=policy, ref=ref, optimizer=torch.optim.Adam(policy.parameters(), lr=3e-3),
+    job = OnlineJob(cfg=cfg, plan=make_plan(cfg), policy=policy, ref=ref, optimizer=torch.optim.Adam(policy.parameters(), lr=3e-3),
                     sampler=HFSampler(policy, Sampling.of(cfg.rollout)), reward=reward,
                     evaluator=lambda pol, smp: ({}, []), train_prompts=lambda step: prompts,
                     log=lambda values, step: logged.setdefault(step, {}).update(values),
                     log_samples=lambda rows, step: None, save_checkpoint=lambda step, extra: None,
-                    rss_gb=lambda: 0.0)
-    train_online(job, 0, make_coef_controller(cfg))
+                    rss_gb=lambda: 0.0, coef=make_coef_controller(cfg))
+    train_online(job, 0)
     tail = [logged[s] for s in range(STEPS - LAST, STEPS)]
     return {key: float(np.mean([m[key] for m in tail])) for key in (M.TRAIN_KL, M.TRAIN_ENTROPY)}
 

@@ -46,6 +46,8 @@ from rlhf_sweeps.algos import (
     response_mask,
 )
 from rlhf_sweeps.config import ConfigError
+from rlhf_sweeps.plan import make_plan
+from rlhf_sweeps.world.language import EOS_ID, PAD_ID, SPECIAL_IDS
 from tests.conftest import ROOT
 
 # ================================================================== math vs naive references
@@ -275,9 +277,9 @@ def _fixtures():
     responses[0, 3:], responses[3, 5:] = 0, 0
     scores = torch.randn(N_PROMPTS * K, generator=g)
     tiny = _compose(["model=tiny"]).model
-    policy = build_causal_lm(tiny, VOCAB, seed=0)
+    policy = build_causal_lm(tiny, VOCAB, 0, **SPECIAL_IDS)
     torch.manual_seed(1)
-    conf = llama_config(tiny, VOCAB)
+    conf = llama_config(tiny, VOCAB, **SPECIAL_IDS)
     conf.num_labels = 1
     rm = LlamaForSequenceClassification(conf).float()
     return prompts, responses, scores, policy, rm
@@ -321,13 +323,13 @@ def _run_clipped(overrides: list[str], optimizer: str = "sgd", lr: float = 1.0, 
         for p in ref.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     logged: dict[int, dict] = {}
-    job = ClippedJob(cfg=cfg, policy=policy, ref=ref,
+    job = ClippedJob(cfg=cfg, plan=make_plan(cfg), policy=policy, ref=ref,
                      optimizer=make_opt(policy.parameters()), sampler=Sampler(), reward=lambda p, r: scores,
                      evaluator=lambda pol, smp: ({}, []), train_prompts=lambda step: prompts,
                      log=lambda m, s: logged.setdefault(s, {}).update(m), log_samples=lambda rows, s: None,
                      save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0,
-                     value_model=critic, value_optimizer=critic_opt)
-    train_clipped(job, 0, make_coef_controller(cfg))
+                     coef=make_coef_controller(cfg), value_model=critic, value_optimizer=critic_opt)
+    train_clipped(job, 0)
     return logged, policy, critic
 
 
@@ -344,7 +346,7 @@ def test_value_model_from_the_reward_model_predicts_its_normalized_score():
     critic = build_value_model("reward", policy, rm, norm, True, torch.device("cpu"))
     rows = [i * K for i in range(N_PROMPTS)]
     resp = responses[rows]
-    batch = make_sequence_batch([prompts[i] for i in range(N_PROMPTS)], resp)
+    batch = make_sequence_batch([prompts[i] for i in range(N_PROMPTS)], resp, EOS_ID, PAD_ID)
     with torch.no_grad():
         values = critic(batch)  # (B, T): V(s_t) read where a_t is predicted
     # V at the state after the whole response but its last token = the scorer on that prefix
@@ -370,7 +372,7 @@ def test_value_model_autocast_and_checkpointing_pieces_work_on_the_cpu():
     global FIX
     FIX = FIX or _fixtures()
     prompts, responses, _, policy, rm = FIX
-    batch = make_sequence_batch([p for p in prompts for _ in range(K)], responses)
+    batch = make_sequence_batch([p for p in prompts for _ in range(K)], responses, EOS_ID, PAD_ID)
     plain = build_value_model("reward", policy, rm, Normalization(0.3, 2.0), True, torch.device("cpu"))
     bf16 = autocast_forward(copy.deepcopy(plain), torch.bfloat16)
     ckpt = copy.deepcopy(plain)

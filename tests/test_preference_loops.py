@@ -36,6 +36,8 @@ from rlhf_sweeps.loops.preference import (
     train_offline_preference,
 )
 from rlhf_sweeps.models import build_causal_lm
+from rlhf_sweeps.plan import Plan
+from rlhf_sweeps.world.language import SPECIAL_IDS
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, EVAL_EVERY = 6, 3  # conf/experiment/smoke.yaml
@@ -87,7 +89,7 @@ def test_bon_schedule_and_kl():
 def tiny_policy(seed: int = 0):
     mc = ModelConfig(name="t", hidden_size=32, num_layers=1, num_heads=1, head_dim=32, intermediate_size=64,
                      max_position_embeddings=32)
-    return build_causal_lm(mc, VOCAB, seed)
+    return build_causal_lm(mc, VOCAB, seed, **SPECIAL_IDS)
 
 
 def random_pairs(n: int, seed: int = 0) -> list[dict]:
@@ -111,8 +113,12 @@ def make_job(name: str, policy=None, lr: float = 1e-2, steps: int = 6, **algo_kw
     policy = policy or tiny_policy()
     cfg = SimpleNamespace(algo=algo_cfg(name, **algo_kw), temperature=2.0 if name != "dpo" else 0.5, seed=0, steps=steps, eval_every=3, checkpoint_every=3,
                           task=SimpleNamespace(name="test"))
+    mb = cfg.algo.micro_batch_size or cfg.algo.batch_size
+    plan = Plan(steps=steps, prompts_per_step=0, samples_per_prompt=0, rollout_batch=0, n_evals=0, eval_responses=0,
+                tokens_per_step_max=0, update_batch=cfg.algo.batch_size, micro_batch_size=mb,
+                grad_accum_steps=-(-cfg.algo.batch_size // mb), max_prompt_tokens=0, max_sequence_tokens=0)
     return PreferenceJob(
-        cfg=cfg, policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),
+        cfg=cfg, plan=plan, policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),
         optimizer=torch.optim.Adam(policy.parameters(), lr=lr),
         sampler=SimpleNamespace(sync_weights=lambda m: None),
         evaluator=lambda policy, sampler: ({}, []),

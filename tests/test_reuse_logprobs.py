@@ -19,8 +19,10 @@ import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.loops.online import REUSE_TOL, OnlineJob, make_coef_controller, train_online
 from rlhf_sweeps.models import build_causal_lm
+from rlhf_sweeps.plan import make_plan
 from rlhf_sweeps.rollout.base import Sampling
 from rlhf_sweeps.rollout.hf import HFSampler
+from rlhf_sweeps.world.language import SPECIAL_IDS
 from tests.conftest import ROOT
 
 VOCAB, STEPS = 60, 4
@@ -44,17 +46,17 @@ def run(reuse: bool, regularizer: str = "kl", sampler_cls=HFSampler, micro: str 
             "temperature=0.1", "rollout.temperature=0.8", f"rollout.reuse_logprobs={reuse}",
             f"algo.micro_batch_size={micro}"])
     torch.manual_seed(0)
-    policy = build_causal_lm(cfg.model, VOCAB, seed=0)
+    policy = build_causal_lm(cfg.model, VOCAB, 0, **SPECIAL_IDS)
     values = torch.from_numpy(np.random.default_rng(7).normal(size=VOCAB)).float()
     prompts = [[1] + np.random.default_rng(i).integers(4, VOCAB, 3).tolist() + [3] for i in range(8)]
     logged: dict[int, dict] = {}
-    job = OnlineJob(cfg=cfg, policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),
+    job = OnlineJob(cfg=cfg, plan=make_plan(cfg), policy=policy, ref=copy.deepcopy(policy).eval().requires_grad_(False),
                     optimizer=torch.optim.Adam(policy.parameters(), lr=3e-3), sampler=sampler_cls(policy, Sampling.of(cfg.rollout)),
                     reward=lambda p, r: torch.tensor([float(values[x].mean()) if x else 0.0 for x in r]),
                     evaluator=lambda pol, smp: ({}, []), train_prompts=lambda step: prompts,
                     log=lambda v, s: logged.setdefault(s, {}).update(v), log_samples=lambda rows, s: None,
-                    save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0)
-    train_online(job, 0, make_coef_controller(cfg))
+                    save_checkpoint=lambda s, e: None, rss_gb=lambda: 0.0, coef=make_coef_controller(cfg))
+    train_online(job, 0)
     return logged, [p.detach().clone() for p in policy.parameters()]
 
 

@@ -20,10 +20,12 @@ import torch
 from transformers import LlamaForSequenceClassification
 
 from rlhf_sweeps.models import llama_config
-from rlhf_sweeps.rewards import GoldScorer, RewardModelScorer, fit_normalization
+from rlhf_sweeps.rewards import RewardModelScorer, fit_normalization
+from rlhf_sweeps.world.gold import GoldScorer
 from rlhf_sweeps.rollout.base import Sampling
 from rlhf_sweeps.rollout.hf import HFSampler
-from rlhf_sweeps.world.language import BOS_ID, EOS_ID, PAD_ID, SEP_ID, HiddenLanguage, LanguageParams
+from rlhf_sweeps.config import WorldConfig
+from rlhf_sweeps.world.language import BOS_ID, EOS_ID, PAD_ID, SEP_ID, SPECIAL_IDS, HiddenLanguage
 from tests.junk_policy import ROOT, save_junk_policy
 
 JUNK = (PAD_ID, BOS_ID, SEP_ID)
@@ -33,7 +35,7 @@ N_PROMPTS = 48
 
 @pytest.fixture(scope="module")
 def language():
-    return HiddenLanguage(LanguageParams())
+    return HiddenLanguage(WorldConfig())
 
 
 def sft_normalized_gold(language) -> GoldScorer:
@@ -100,7 +102,7 @@ def test_proxy_sees_a_sampled_pad(language):
 
     torch.manual_seed(0)
     rm = LlamaForSequenceClassification(llama_config(OmegaConf.load(ROOT / "conf/model/tiny.yaml"),
-                                                     language.vocab_size)).eval()
+                                                     language.vocab_size, **SPECIAL_IDS)).eval()
     rm.config.num_labels = 1
     proxy = RewardModelScorer(rm)
     prompt = eval_prompts(language)[0]

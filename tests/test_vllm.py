@@ -24,7 +24,8 @@ from rlhf_sweeps.algos import logprobs_from_logits
 from rlhf_sweeps.config import RolloutConfig
 from rlhf_sweeps.models import build_causal_lm, make_sequence_batch, response_logits
 from rlhf_sweeps.rollout import Sampling, make_sampler
-from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID
+from rlhf_sweeps.config import WorldConfig
+from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID, SPECIAL_IDS
 from rlhf_sweeps.world.tokenizer import build_tokenizer
 from tests.conftest import ROOT, run_launch
 
@@ -53,7 +54,7 @@ def sampling(temperature: float = TEMPERATURE) -> Sampling:
 def save_tiny_policy(folder: Path, seed: int = 0) -> torch.nn.Module:
     """A random-init LlamaForCausalLM of conf/model/tiny.yaml, saved like a stage output."""
     model_cfg = OmegaConf.load(ROOT / "conf/model/tiny.yaml")
-    model = build_causal_lm(model_cfg, VOCAB, seed)
+    model = build_causal_lm(model_cfg, VOCAB, seed, **SPECIAL_IDS)
     model.save_pretrained(folder)
     build_tokenizer(N_WORDS).save_pretrained(folder)
     return model
@@ -61,7 +62,7 @@ def save_tiny_policy(folder: Path, seed: int = 0) -> torch.nn.Module:
 
 def trainer_logprobs(model, rollout) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, T) log-probs of the sampled tokens under `model` at TEMPERATURE, and the response mask."""
-    batch = make_sequence_batch(rollout.prompts, rollout.responses)
+    batch = make_sequence_batch(rollout.prompts, rollout.responses, EOS_ID, PAD_ID)
     with torch.no_grad():
         logp = logprobs_from_logits(response_logits(model, batch), rollout.responses, TEMPERATURE)
     return logp, batch.response_mask
@@ -112,7 +113,7 @@ def test_auto_is_the_default_rollout_and_both_engines_stay_available():
 def test_auto_picks_the_engine_the_benchmark_measured_faster(monkeypatch):
     from rlhf_sweeps.rollout import VLLM_CPU_MIN_PARAMS, choose_engine
 
-    small = sum(p.numel() for p in build_causal_lm(OmegaConf.load(ROOT / "conf/model/small.yaml"), VOCAB, 0).parameters())
+    small = sum(p.numel() for p in build_causal_lm(OmegaConf.load(ROOT / "conf/model/small.yaml"), VOCAB, 0, **SPECIAL_IDS).parameters())
     assert choose_engine("auto", small, on_cuda=False)[0] == "hf"  # HF 1.4-2.8x faster at 0.4M (bench/RESULTS.md)
     assert choose_engine("auto", VLLM_CPU_MIN_PARAMS, on_cuda=False)[0] == ("vllm" if HAVE_VLLM else "hf")
     assert choose_engine("auto", small, on_cuda=True)[0] == ("vllm" if HAVE_VLLM else "hf")  # vLLM-first on GPUs
@@ -209,11 +210,11 @@ def test_sampled_special_tokens_are_junk_through_vllm(tmp_path):
     """tests/test_scoring.py's check, on responses vLLM sampled: a <pad>/<bos>/<sep> the
     policy samples is part of the response (vLLM's mask, not the token id, ends it)."""
     from rlhf_sweeps.rollout.vllm import VLLMSampler
-    from rlhf_sweeps.world.language import HiddenLanguage, LanguageParams
+    from rlhf_sweeps.world.language import HiddenLanguage
     from tests.junk_policy import save_junk_policy
     from tests.test_scoring import JUNK, check_special_tokens_score_below_sft_mean, eval_prompts, sft_normalized_gold
 
-    language = HiddenLanguage(LanguageParams())
+    language = HiddenLanguage(WorldConfig())
     policy = save_junk_policy(tmp_path, N_WORDS, VOCAB, list(JUNK))
     sampler = VLLMSampler(policy, sampling(1.0), tmp_path)
     try:

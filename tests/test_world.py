@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID, SEP_ID, HiddenLanguage, LanguageParams
+from rlhf_sweeps.config import WorldConfig
+from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID, SEP_ID, HiddenLanguage
 from rlhf_sweeps.world.tokenizer import build_tokenizer
 
 
 def _lang(**kw):
-    return HiddenLanguage(LanguageParams(**kw))
+    return HiddenLanguage(WorldConfig(**kw))
 
 
 def test_same_seed_same_world_different_seed_different_world():

@@ -1,7 +1,7 @@
 """Pure tensor math for RLHF (torch only): logprobs, KL estimators, regularizers,
 advantages, policy and preference losses. See docs/science.md §2-3."""
 
-from rlhf_sweeps.algos.adaptive_kl import AdaptiveKLController, FixedKLController
+from rlhf_sweeps.algos.adaptive_kl import AdaptiveKLController, CoefController
 from rlhf_sweeps.algos.advantages import gae, reinforce_advantages, rloo_advantages
 from rlhf_sweeps.algos.clipped import (
     GROUP_NORMS,
@@ -40,7 +40,7 @@ from rlhf_sweeps.algos.regularizers import (
 
 __all__ = [
     "AdaptiveKLController",
-    "FixedKLController",
+    "CoefController",
     "GROUP_NORMS",
     "LOSS_AGGREGATIONS",
     "KL_ESTIMATORS",

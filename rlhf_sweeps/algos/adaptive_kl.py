@@ -1,4 +1,4 @@
-"""KL coefficient controllers (Ziegler et al. 2019, docs/science.md §3).
+"""Coefficient controllers: fixed, or adaptive to a KL target (Ziegler et al. 2019, docs/science.md §3).
 
 The adaptive controller is fed the SEQUENCE-SUMMED KL (nats per response),
 the quantity its `target` is stated in; feeding a per-token mean would make
@@ -33,8 +33,9 @@ class AdaptiveKLController:
         self.value = float(state["value"])
 
 
-class FixedKLController:
-    """A constant coefficient with the adaptive controller's interface."""
+class CoefController:
+    """The regularizer's coefficient (KL beta or entropy alpha), held constant; the adaptive
+    controller's interface."""
 
     def __init__(self, coef: float) -> None:
         self.value = float(coef)

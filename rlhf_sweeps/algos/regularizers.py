@@ -38,10 +38,11 @@ import torch
 
 from rlhf_sweeps.algos.kl import KL_ESTIMATORS
 from rlhf_sweeps.algos.ops import masked_mean, masked_sum
+from rlhf_sweeps.config import ENTROPY_REG, PLACEMENTS, REGULARIZERS
 
-_NAMES = ("kl", "entropy", "none")
-_ENTROPY_ESTIMATORS = ("sampled", "exact")
-_PLACEMENTS = ("reward", "loss")
+_NAMES = tuple(REGULARIZERS)
+_ENTROPY_ESTIMATORS = REGULARIZERS[ENTROPY_REG]
+_PLACEMENTS = PLACEMENTS
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,6 @@ class Regularizer:
             )
         if self.placement not in _PLACEMENTS:
             raise ValueError(f"placement must be one of {_PLACEMENTS}, got {self.placement!r}")
-
-    @property
-    def needs_ref(self) -> bool:
-        """Whether reference-model logprobs must be computed (a forward pass of pi_ref)."""
-        return self.name == "kl"
 
     @property
     def needs_entropy(self) -> bool:

@@ -11,30 +11,52 @@ uninterrupted run would have).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from rlhf_sweeps import metrics as M
+from rlhf_sweeps.plan import Plan
 from rlhf_sweeps.terminal import eval_line
+
+
+@dataclass
+class LoopJob:
+    """What every loop is handed by `rlhf_sweeps.loops.runner`; each loop's job adds its own."""
+
+    cfg: Any  # the typed config (rlhf_sweeps.config.Config)
+    plan: Plan  # every derived size: the loops read batch and micro-batch sizes here
+    policy: torch.nn.Module
+    ref: torch.nn.Module  # the frozen SFT copy: the KL anchor, DPO's reference
+    optimizer: torch.optim.Optimizer
+    sampler: Any  # rlhf_sweeps.rollout.Sampler
+    evaluator: Any  # rlhf_sweeps.evaluation.Evaluator
+    log: Callable[[dict[str, float], int], None]
+    log_samples: Callable[[list[dict], int], None]
+    save_checkpoint: Callable[[int, dict], None]
+    rss_gb: Callable[[], float]
 
 
 class LoopScaffold:
     """Schedule, terminal and rollout seeds of one training loop (see the module doc)."""
 
-    def __init__(self, job, start_step: int, desc: str):
+    def __init__(self, job: LoopJob, start_step: int, desc: str):
         self.job, self.cfg, self.start_step = job, job.cfg, start_step
-        self.bar = tqdm(total=self.cfg.steps, initial=start_step, desc=desc, dynamic_ncols=True)
+        self.last = job.plan.steps
+        self.bar = tqdm(total=self.last, initial=start_step, desc=desc, dynamic_ncols=True)
 
     def steps(self) -> range:
-        """Optimizer steps still to take, plus the final evaluation at `cfg.steps`."""
-        return range(self.start_step, self.cfg.steps + 1)
+        """Optimizer steps still to take, plus the final evaluation at `plan.steps`."""
+        return range(self.start_step, self.last + 1)
 
     def evaluates(self, step: int) -> bool:
-        return step % self.cfg.eval_every == 0 or step == self.cfg.steps
+        return step % self.cfg.eval_every == 0 or step == self.last
 
     def checkpoints(self, step: int) -> bool:
-        return step > self.start_step and (step % self.cfg.checkpoint_every == 0 or step == self.cfg.steps)
+        return step > self.start_step and (step % self.cfg.checkpoint_every == 0 or step == self.last)
 
     def evaluate(self, step: int) -> None:
         """Evaluate the current policy on the fixed prompts; log it and print its line."""

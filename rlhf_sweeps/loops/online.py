@@ -15,7 +15,7 @@ Deviations from the textbook, on purpose:
   differ (bf16 vLLM), `rollout.is_correction` re-weights by the truncated
   ratio pi_train / pi_rollout.
 - The sampling temperature is used for every log-prob, KL and entropy: the
-  policy being optimized is softmax(logits / T).
+  policy being optimized is softmax(logits / temperature).
 - The update takes two passes, like the rollout and training phases of the
   TL;DR PPO recipes: pass 1 (no grad) computes the policy's and reference's
   log-probs of the whole batch, which the rewards and RLOO baselines need;
@@ -33,15 +33,15 @@ Deviations from the textbook, on purpose:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable, Union
 
 import torch
 
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import (
     AdaptiveKLController,
-    FixedKLController,
+    CoefController,
     Regularizer,
     entropy_from_logits,
     has_eos,
@@ -57,27 +57,17 @@ from rlhf_sweeps.algos import (
     rloo_advantages,
     truncated_is_weights,
 )
-from rlhf_sweeps.loops.common import LoopScaffold, check_finite, phase_times, sync_after_update
+from rlhf_sweeps.loops.common import LoopJob, LoopScaffold, check_finite, phase_times, sync_after_update
 from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
 
 @dataclass
-class OnlineJob:
-    """Everything the loop needs, built by `rlhf_sweeps.job`."""
+class OnlineJob(LoopJob):
+    """The shared job, plus the training reward, the prompts and the coefficient."""
 
-    cfg: Any
-    policy: torch.nn.Module
-    ref: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    sampler: Any
     reward: Callable  # (prompts, responses) -> (N,) the training reward: proxy RM, gold or zero (`reward` group)
-    evaluator: Any
     train_prompts: Callable[[int], list[list[int]]]  # step -> prompts
-    log: Callable[[dict[str, float], int], None]
-    log_samples: Callable[[list[dict], int], None]
-    save_checkpoint: Callable[[int, dict], None]
-    rss_gb: Callable[[], float]
-    extra_state: dict = field(default_factory=dict)
+    coef: Union[CoefController, AdaptiveKLController]  # the regularizer's; checkpointed with the run
 
 
 def make_regularizer(reg_cfg) -> Regularizer:
@@ -85,10 +75,10 @@ def make_regularizer(reg_cfg) -> Regularizer:
     return Regularizer(reg_cfg.name, estimator, reg_cfg.placement, reg_cfg.length_normalize)
 
 
-def make_coef_controller(cfg):
+def make_coef_controller(cfg) -> Union[CoefController, AdaptiveKLController]:
     if cfg.regularizer.adaptive:
         return AdaptiveKLController(cfg.temperature, cfg.regularizer.target, cfg.regularizer.horizon)
-    return FixedKLController(cfg.temperature)
+    return CoefController(cfg.temperature)
 
 
 # Pass 1 may take the policy's log-probs from the rollout engine instead of a no-grad forward
@@ -146,11 +136,11 @@ def reuse_gap(policy, batch, responses, rollout_logp, temperature: float, step: 
     return float(masked_mean(gap, mb.response_mask)), float(torch.where(mb.response_mask, gap, torch.zeros_like(gap)).max())
 
 
-def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
-    cfg = job.cfg
+def train_online(job: OnlineJob, start_step: int) -> None:
+    cfg, plan = job.cfg, job.plan
     reg = make_regularizer(cfg.regularizer)
-    T = cfg.rollout.temperature
-    k = cfg.algo.k
+    temp = cfg.rollout.temperature  # of sampling, and of every log-prob, KL and entropy below
+    k = plan.samples_per_prompt
     pad_id, eos_id = special_ids(job.policy)  # the policy's own tokenizer ids (Pythia: eos=0)
     # samplers and scorers return CPU tensors; what the update needs goes to the policy's device
     device = next(job.policy.parameters()).device
@@ -167,8 +157,8 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 staleness = 0
             loop.evaluate(step)
         if loop.checkpoints(step):
-            job.save_checkpoint(step, {"coef": coef_ctl.state_dict()})
-        if step == cfg.steps:
+            job.save_checkpoint(step, {"coef": job.coef.state_dict()})
+        if step == loop.last:
             break
 
         # ---- rollout: k samples per prompt from the current policy
@@ -186,10 +176,10 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         batch = make_sequence_batch(rollout.prompts, rollout.responses, eos_id, pad_id).to(device)
         mask = batch.response_mask  # (N, L)
         N, L = responses.shape
-        micro = micro_batches(mask, cfg.algo.micro_batch_size or N)  # plan.py checked that the size divides N
+        micro = micro_batches(mask, plan.micro_batch_size)  # plan.py checked that the size divides N
         checked_gap = None
         if reuse and rollout_logp is not None:
-            checked_gap = reuse_gap(job.policy, batch, responses, rollout_logp, T, step)
+            checked_gap = reuse_gap(job.policy, batch, responses, rollout_logp, temp, step)
             gap = checked_gap[1]
             if gap > REUSE_TOL:
                 reuse = False
@@ -202,17 +192,18 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
                 mb = batch.select(rows)  # cut to its own longest response: (n, l <= L)
                 ref_logits = response_logits(job.ref, mb)  # (n, l, V)
                 width = ref_logits.shape[1]
-                part = [logprobs_from_logits(ref_logits, responses[rows, :width], T)]
+                part = [logprobs_from_logits(ref_logits, responses[rows, :width], temp)]
                 if not reused:
                     logits = response_logits(job.policy, mb)
-                    part += [logprobs_from_logits(logits, responses[rows, :width], T), entropy_from_logits(logits, T)]
+                    part += [logprobs_from_logits(logits, responses[rows, :width], temp),
+                             entropy_from_logits(logits, temp)]
                 parts.append(part)
             ref_logp, *own = (scatter_rows(list(col), micro, (N, L)) for col in zip(*parts))  # (N, L) each
             # reused: the engine's log-probs; the entropy comes from pass 2's logits, below
             logp, entropy = own if own else (rollout_logp, None)
 
         # ---- regularized reward and advantages
-        coef = coef_ctl.value
+        coef = job.coef.value
         penalty = per_token_penalty(reg, logp, ref_logp, entropy if reg.needs_entropy else None)  # (N, L)
         eos_missing = ~has_eos(responses, eos_id)
         rewards = regularized_reward(scores, penalty, mask, coef, reg, eos_missing, cfg.algo.eos_penalty)
@@ -234,8 +225,8 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
             mb = batch.select(rows)  # cut to its own longest response
             logits = response_logits(job.policy, mb)  # (n, l, V), with grad
             width = logits.shape[1]
-            logp_mb = logprobs_from_logits(logits, responses[rows, :width], T)
-            entropy_mb = entropy_from_logits(logits, T) if reg.needs_entropy or reused else None
+            logp_mb = logprobs_from_logits(logits, responses[rows, :width], temp)
+            entropy_mb = entropy_from_logits(logits, temp) if reg.needs_entropy or reused else None
             penalty_mb = per_token_penalty(reg, logp_mb, ref_logp[rows, :width],
                                            entropy_mb if reg.needs_entropy else None)
             # shares: the pg loss is a sequence mean, the regularizer loss a token mean
@@ -262,7 +253,7 @@ def train_online(job: OnlineJob, start_step: int, coef_ctl) -> None:
         # ---- adaptive coefficient, fed the sequence-summed KL (Ziegler et al.)
         with torch.no_grad():
             seq_kl = masked_sum(kl_k1(logp, ref_logp), mask, 1)  # (N,)
-        coef_ctl.update(float(seq_kl.mean()), len(prompts) * k)
+        job.coef.update(float(seq_kl.mean()), plan.rollout_batch)
 
         with torch.no_grad():
             train = {

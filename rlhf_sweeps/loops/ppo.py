@@ -98,10 +98,11 @@ def minibatch_order(seed: int, step: int, epoch: int, n: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng([seed, step, 2, epoch]).permutation(n))
 
 
-def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
+def train_clipped(job: ClippedJob, start_step: int) -> None:
     cfg, a = job.cfg, job.cfg.algo
     reg = make_regularizer(cfg.regularizer)
-    T = cfg.rollout.temperature
+    temp = cfg.rollout.temperature  # of sampling, and of every log-prob, KL and entropy below
+    plan = job.plan
     critic = job.value_model  # None: GRPO
     if (a.name == "ppo") != (critic is not None):
         raise ValueError(f"algo={a.name} {'needs' if a.name == 'ppo' else 'takes no'} value model")
@@ -123,17 +124,17 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
                 staleness = 0
             loop.evaluate(step)
         if loop.checkpoints(step):
-            extra = {"coef": coef_ctl.state_dict()}
+            extra = {"coef": job.coef.state_dict()}
             if critic is not None:  # restored by runner.run_training
                 extra.update(value_model=critic.state_dict(), value_optimizer=job.value_optimizer.state_dict())
             job.save_checkpoint(step, extra)
-        if step == cfg.steps:
+        if step == loop.last:
             break
 
         # ---- rollout: k samples per prompt from the current policy
         t0 = time.perf_counter()
         prompts = job.train_prompts(step)
-        rollout = job.sampler.generate(prompts, n=a.k, seed=loop.rollout_seed(step))
+        rollout = job.sampler.generate(prompts, n=plan.samples_per_prompt, seed=loop.rollout_seed(step))
         responses = rollout.responses.to(device)  # (N, T)
         rollout_logp = None if rollout.logprobs is None else rollout.logprobs.to(device)  # (N, T)
         t1 = time.perf_counter()
@@ -144,7 +145,7 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
         batch = make_sequence_batch(rollout.prompts, rollout.responses, eos_id, pad_id).to(device)
         mask = batch.response_mask  # (N, T)
         N, W = mask.shape
-        micro_size = a.micro_batch_size or a.ppo_minibatch_size or N  # plan.py checked the divisions
+        micro_size = plan.micro_batch_size  # plan.py checked the divisions
         old_logp, entropy, ref_logp, old_values = (torch.zeros(N, W, device=device) for _ in range(4))  # (N, T)
         with torch.no_grad():
             for s in range(0, N, micro_size):
@@ -152,14 +153,14 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
                 mb = batch.select(rows)
                 w = mb.response_mask.shape[1]  # this micro-batch's longest response
                 logits = response_logits(job.policy, mb)  # (n, w, V)
-                old_logp[rows, :w] = logprobs_from_logits(logits, responses[rows, :w], T)
-                entropy[rows, :w] = entropy_from_logits(logits, T)
-                ref_logp[rows, :w] = logprobs_from_logits(response_logits(job.ref, mb), responses[rows, :w], T)
+                old_logp[rows, :w] = logprobs_from_logits(logits, responses[rows, :w], temp)
+                entropy[rows, :w] = entropy_from_logits(logits, temp)
+                ref_logp[rows, :w] = logprobs_from_logits(response_logits(job.ref, mb), responses[rows, :w], temp)
                 if critic is not None:
                     old_values[rows, :w] = critic(mb)
 
         # ---- regularized rewards and advantages, (N, T)
-        coef = coef_ctl.value
+        coef = job.coef.value
         penalty = per_token_penalty(reg, old_logp, ref_logp, entropy if reg.needs_entropy else None)  # (N, T)
         eos_missing = ~has_eos(responses, eos_id)
         if critic is not None:
@@ -169,7 +170,7 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
             advantages = masked_whiten(advantages, mask)
         else:
             rewards = regularized_reward(scores, penalty, mask, coef, reg, eos_missing, a.eos_penalty)  # (N,)
-            seq_adv = group_advantages(rewards, a.k, scale=a.group_norm == "mean_std")  # (N,)
+            seq_adv = group_advantages(rewards, plan.samples_per_prompt, scale=a.group_norm == "mean_std")  # (N,)
             advantages = torch.where(mask, seq_adv.unsqueeze(1), torch.zeros_like(old_logp))
             returns = None
         is_weights, is_clipped = None, None
@@ -178,7 +179,7 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
                                                           cfg.rollout.is_cap)
 
         # ---- pass 2: ppo_epochs passes, one optimizer step per minibatch, micro-batch accumulation
-        mb_size = a.ppo_minibatch_size or N
+        mb_size = plan.update_batch  # the ppo minibatch (the whole rollout when unset)
         sums = dict.fromkeys(("tokens", "clipped", "approx_kl", "ratio"), 0.0)
         losses = dict.fromkeys(("pg", "reg", "value", "value_clip", "grad_norm"), 0.0)
         n_updates = 0
@@ -195,7 +196,7 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
                     mb = batch.select(rows)
                     m_mb, w = mb.response_mask, mb.response_mask.shape[1]
                     logits = response_logits(job.policy, mb)  # (n, w, V), with grad
-                    logp = logprobs_from_logits(logits, responses[rows, :w], T)
+                    logp = logprobs_from_logits(logits, responses[rows, :w], temp)
                     loss_t, clipped, ratio = clipped_surrogate(logp, old_logp[rows, :w], advantages[rows, :w],
                                                                a.cliprange)
                     if is_weights is not None:
@@ -205,7 +206,7 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
                     rl = torch.zeros((), device=device)
                     if reg.placement == "loss":
                         pen = per_token_penalty(reg, logp, ref_logp[rows, :w],
-                                                entropy_from_logits(logits, T) if reg.needs_entropy else None)
+                                                entropy_from_logits(logits, temp) if reg.needs_entropy else None)
                         if a.kl_bias_correction and reg.name == "kl":
                             pen = importance_corrected_penalty(pen, logp, old_logp[rows, :w])
                         rl = regularizer_loss(pen, m_mb, coef, reg) * (m_mb.sum() / n_tokens)  # token share
@@ -241,7 +242,7 @@ def train_clipped(job: ClippedJob, start_step: int, coef_ctl) -> None:
         # ---- adaptive coefficient, fed the sequence-summed KL (Ziegler et al.)
         with torch.no_grad():
             seq_kl = masked_sum(kl_k1(old_logp, ref_logp), mask, 1)  # (N,)
-        coef_ctl.update(float(seq_kl.mean()), N)
+        job.coef.update(float(seq_kl.mean()), N)
 
         tokens = max(sums["tokens"], 1.0)
         with torch.no_grad():

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ import torch
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import dpo_loss, logprobs_from_logits, masked_sum, simpo_loss
 from rlhf_sweeps.evaluation import sequence_stats
-from rlhf_sweeps.loops.common import LoopScaffold, check_finite, phase_times, sync_after_update
+from rlhf_sweeps.loops.common import LoopJob, LoopScaffold, check_finite, phase_times, sync_after_update
 from rlhf_sweeps.models import (
     SequenceBatch,
     make_sequence_batch,
@@ -82,19 +82,9 @@ PREF_STAT_KEYS = {
 
 
 @dataclass
-class PreferenceJob:
-    """Everything the preference loops need, built by `rlhf_sweeps.loops.runner`."""
+class PreferenceJob(LoopJob):
+    """The shared job, plus the offline pairs or the online reward and prompts."""
 
-    cfg: Any
-    policy: torch.nn.Module
-    ref: torch.nn.Module  # frozen SFT copy: DPO's reference and the evaluator's KL anchor
-    optimizer: torch.optim.Optimizer
-    sampler: Any
-    evaluator: Any
-    log: Callable[[dict[str, float], int], None]
-    log_samples: Callable[[list[dict], int], None]
-    save_checkpoint: Callable[[int, dict], None]
-    rss_gb: Callable[[], float]
     pairs: Optional[list[dict]] = None  # offline: rows with prompt_ids, chosen_ids, rejected_ids
     reward: Optional[Callable] = None  # online: (prompts, responses) -> (N,) training reward (`reward` group)
     train_prompts: Optional[Callable[[int], list[list[int]]]] = None  # online: step -> prompts
@@ -160,7 +150,7 @@ def preference_update(job: PreferenceJob, prompts: list[list[int]], chosen: list
     pad_id, eos_id = special_ids(job.policy)
     device = next(job.policy.parameters()).device
     B = len(prompts)
-    mb = cfg.algo.micro_batch_size or B
+    mb = job.plan.micro_batch_size  # = B unless algo.micro_batch_size is set
     job.optimizer.zero_grad(set_to_none=True)
     total_loss, total_stats = torch.zeros(()), {}
     for s in range(0, B, mb):
@@ -204,15 +194,15 @@ def train_offline_preference(job: PreferenceJob, start_step: int) -> None:
     pairs = job.pairs
     if not pairs:
         raise ValueError(f"algo={cfg.algo.name} needs preference pairs, and task {cfg.task.name!r} gave none")
-    per_epoch = max(1, len(pairs) // cfg.algo.batch_size)
+    per_epoch = max(1, len(pairs) // job.plan.update_batch)
     loop = LoopScaffold(job, start_step, cfg.algo.name)
     for step in loop.steps():
         evaluate_and_checkpoint(job, loop, step)
-        if step == cfg.steps:
+        if step == loop.last:
             break
 
         t0 = time.perf_counter()
-        rows = [pairs[i] for i in minibatch_indices(len(pairs), cfg.algo.batch_size, cfg.seed, step)]
+        rows = [pairs[i] for i in minibatch_indices(len(pairs), job.plan.update_batch, cfg.seed, step)]
         loss, stats, grad_norm = preference_update(
             job, [r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
             [r["rejected_ids"] for r in rows], step)
@@ -247,15 +237,15 @@ def best_worst(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
     """On-policy pairs ranked by the training reward, SimPO update (claim C6)."""
     cfg = job.cfg
-    T = cfg.rollout.temperature
-    k = cfg.algo.k
+    temp = cfg.rollout.temperature
+    k = job.plan.samples_per_prompt
     staleness = 0
     loop = LoopScaffold(job, start_step, cfg.algo.name)
     for step in loop.steps():
         if loop.evaluates(step):
             staleness = 0  # evaluate_and_checkpoint syncs the engine before it evaluates
         evaluate_and_checkpoint(job, loop, step)
-        if step == cfg.steps:
+        if step == loop.last:
             break
 
         # ---- rollout: k samples per prompt from the current policy, same seeds as online.py
@@ -271,7 +261,7 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
 
         # ---- statistics of the samples under the policy that drew them (before the update),
         # at the sampling temperature, as online.py logs them
-        stats = sequence_stats(job.policy, job.ref, rollout.prompts, responses, T)
+        stats = sequence_stats(job.policy, job.ref, rollout.prompts, responses, temp)
 
         # ---- SimPO step on (best, worst) per prompt
         loss, pref, grad_norm = preference_update(

@@ -69,7 +69,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
     # evaluator always measures both proxy and gold.
     reward = {"proxy": proxy, "gold": gold, "zero": ZeroReward()}[cfg.reward.name]
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    coef_ctl = make_coef_controller(cfg)
+    coef = make_coef_controller(cfg)
     value_model = value_optimizer = None
     if cfg.algo.name == "ppo":  # its critic, from the proxy RM or the policy (rlhf_sweeps/value_model.py)
         from rlhf_sweeps.value_model import build_value_model
@@ -86,7 +86,7 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         policy.load_state_dict(ckpt["policy"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if "coef" in ckpt["extra"]:  # preference loops have no coefficient controller
-            coef_ctl.load_state_dict(ckpt["extra"]["coef"])
+            coef.load_state_dict(ckpt["extra"]["coef"])
         if value_model is not None:
             value_model.load_state_dict(ckpt["extra"]["value_model"])
             value_optimizer.load_state_dict(ckpt["extra"]["value_optimizer"])
@@ -122,9 +122,9 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         tracker.log_table(rows, f"{M.ARTIFACT_SAMPLES_DIR}/step_{step:06d}.json")  # a table in the MLflow UI
 
     def train_prompts(step: int) -> list[list[int]]:
-        return task.train_prompts(cfg.seed, step, cfg.algo.prompts_per_step)
+        return task.train_prompts(cfg.seed, step, plan.prompts_per_step)
 
-    common = dict(cfg=cfg, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, evaluator=evaluator,
+    common = dict(cfg=cfg, plan=plan, policy=policy, ref=ref, optimizer=optimizer, sampler=sampler, evaluator=evaluator,
                   log=log, log_samples=log_samples, save_checkpoint=save_checkpoint,
                   rss_gb=rss_gb)
     try:
@@ -141,10 +141,10 @@ def run_training(cfg, plan, tracker, run_dir: Path, ckpt) -> None:
         elif name in ("ppo", "grpo"):
             from rlhf_sweeps.loops.ppo import ClippedJob, train_clipped
 
-            train_clipped(ClippedJob(**common, reward=reward, train_prompts=train_prompts, value_model=value_model,
-                                     value_optimizer=value_optimizer), start_step, coef_ctl)
+            train_clipped(ClippedJob(**common, reward=reward, train_prompts=train_prompts, coef=coef,
+                                     value_model=value_model, value_optimizer=value_optimizer), start_step)
         else:
-            train_online(OnlineJob(**common, reward=reward, train_prompts=train_prompts), start_step, coef_ctl)
+            train_online(OnlineJob(**common, reward=reward, train_prompts=train_prompts, coef=coef), start_step)
     finally:
         sampler.close()
     print(run_end_block(f"MLflow run {tracker.run_id}", history,

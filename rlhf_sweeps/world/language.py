@@ -30,43 +30,25 @@ the sampler's padding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
+
+from rlhf_sweeps.config import WorldConfig
 
 PAD_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3
 N_SPECIAL = 4
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<sep>")
+SPECIAL_IDS = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID}  # what a new model of this world is built with
 
 
 def word_token(i: int) -> str:
     return f"w{i:03d}"
 
 
-@dataclass(frozen=True)
-class LanguageParams:
-    """Everything that defines the world. Fixed in config before any comparison."""
-
-    seed: int = 0
-    n_words: int = 200
-    min_successors: int = 5
-    max_successors: int = 10
-    dirichlet_alpha: float = 1.0
-    stop_beta_a: float = 1.0  # stop probability ~ Beta(a, b): mean 1/13 -> ~12-word responses
-    stop_beta_b: float = 12.0
-    min_prompt_words: int = 3
-    max_prompt_words: int = 6
-    max_response_words: int = 24
-    eps: float = 1e-3  # smoothing of off-chain transitions
-    fluency_weight: float = 0.5
-    min_content_len: int = 8  # content is a per-word average, but short answers cannot game it
-    junk_value: float = -1.0
-
-
 class HiddenLanguage:
     """The hidden chain; sampling and gold scoring work on token-id lists."""
 
-    def __init__(self, params: LanguageParams):
+    def __init__(self, params: WorldConfig):
         self.params = p = params
         rng = np.random.default_rng(p.seed)
         V = p.n_words

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhf_sweeps import stages
-from rlhf_sweeps.world.language import HiddenLanguage, LanguageParams
+from rlhf_sweeps import cache
+from rlhf_sweeps.world import stages
+from rlhf_sweeps.config import WorldConfig
+from rlhf_sweeps.world.language import SPECIAL_IDS, HiddenLanguage
 from rlhf_sweeps.world.tokenizer import build_tokenizer
 
 
@@ -43,7 +45,7 @@ def _plain(node):
 
 
 def language_from_cfg(task_cfg) -> HiddenLanguage:
-    return HiddenLanguage(LanguageParams(**_plain(task_cfg.world)))
+    return HiddenLanguage(WorldConfig(**_plain(task_cfg.world)))
 
 
 def prepare_world(cfg) -> World:
@@ -59,13 +61,13 @@ def prepare_world(cfg) -> World:
     # the real-checkpoint keys of ModelConfig do not apply here), so stages cached
     # before those keys existed keep their hash.
     sft_spec = {"world": _plain(task.world), "sft": _plain(task.sft),
-                "model": {k: cfg.model[k] for k in WORLD_MODEL_KEYS}}
+                "model": {k: getattr(cfg.model, k) for k in WORLD_MODEL_KEYS}}
 
     def build_sft(out: Path) -> dict:
-        model = build_causal_lm(cfg.model, language.vocab_size, task.sft.seed)
+        model = build_causal_lm(cfg.model, language.vocab_size, task.sft.seed, **SPECIAL_IDS)
         return stages.train_sft(language, model, task.sft, out, tokenizer)
 
-    sft_dir = stages.ensure_stage(cfg.cache_dir, "sft", sft_spec, build_sft)
+    sft_dir = cache.ensure_stage(cfg.cache_dir, "sft", sft_spec, build_sft)
     # Stage-building samples always use plain temperature-1 sampling from the SFT policy.
     stage_sampling = Sampling(task.pairs.sample_temperature, 1.0, task.world.max_response_words)
     # scoring 2: gold scores a response exactly as sampled (a sampled <pad> is junk, not
@@ -77,7 +79,7 @@ def prepare_world(cfg) -> World:
         sampler = HFSampler(load_causal_lm(sft_dir), stage_sampling)
         return stages.sample_pairs(language, sampler, task.pairs, out)
 
-    pairs_dir = stages.ensure_stage(cfg.cache_dir, "pairs", pairs_spec, build_pairs)
+    pairs_dir = cache.ensure_stage(cfg.cache_dir, "pairs", pairs_spec, build_pairs)
     proxy_spec = {"pairs": pairs_spec, "proxy": _plain(task.proxy)}
 
     def build_proxy(out: Path) -> dict:
@@ -86,14 +88,14 @@ def prepare_world(cfg) -> World:
 
         torch.manual_seed(task.proxy.seed)
         rm = AutoModelForSequenceClassification.from_pretrained(str(sft_dir), num_labels=1)
-        pairs = stages.read_jsonl(pairs_dir / "pairs.jsonl")
+        pairs = cache.read_jsonl(pairs_dir / "pairs.jsonl")
         sampler = HFSampler(load_causal_lm(sft_dir), stage_sampling)
         return stages.train_proxy(language, rm, pairs, task.proxy, sampler, out, tokenizer)
 
-    proxy_dir = stages.ensure_stage(cfg.cache_dir, "proxy", proxy_spec, build_proxy)
+    proxy_dir = cache.ensure_stage(cfg.cache_dir, "proxy", proxy_spec, build_proxy)
     load_reward_model(proxy_dir)  # fail now, not mid-run, if the folder is broken
     eval_prompts = language.sample_prompts(np.random.default_rng(task.eval_seed), task.n_eval_prompts)
-    meta = {name: stages.stage_meta(d) for name, d in (("sft", sft_dir), ("pairs", pairs_dir), ("proxy", proxy_dir))}
+    meta = {name: cache.stage_meta(d) for name, d in (("sft", sft_dir), ("pairs", pairs_dir), ("proxy", proxy_dir))}
     return World(
         language=language,
         sft_dir=sft_dir,
