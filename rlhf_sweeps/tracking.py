@@ -26,7 +26,7 @@ write it, and each has a guard here:
 Measured on the 2-core dev VM (load ~8 from other work): 8 processes x 100
 unbuffered `log_batch` calls of 10 metrics into one file needed no retry at all
 (SQLite's 20 s wait absorbed the contention), ~0.3-0.4 s per call;
-`tests/test_tracking_concurrency.py` checks that every point of such writers
+`tests/e2e/test_tracking_concurrency.py` checks that every point of such writers
 lands exactly once, and that writers survive a lock held for longer than
 that wait (they retry). SQLite is therefore the default; jobs write far less
 than that test, because metrics are buffered until a checkpoint (below).

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm_cluster import slurm_env  # noqa: F401  (the one-node SLURM fixture of tests/e2e)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,3 +39,25 @@ def smoke_cache(tmp_path_factory) -> Path:
 @pytest.fixture
 def tracking_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory) -> dict[str, Path]:
+    """The tiny hub (tests/tiny_hub.py): datasets and checkpoints of a real task, on disk."""
+    from tests import tiny_hub
+
+    return tiny_hub.build(tmp_path_factory.mktemp("tiny_hub"))
+
+
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory) -> Path:
+    """One stage cache for a module's real-task runs."""
+    return tmp_path_factory.mktemp("real_cache")
+
+
+def pytest_collection_modifyitems(items):
+    """`make test` runs two xdist workers (--dist loadgroup): the tests that share the
+    one-node SLURM cluster all go to one of them, which starts it once."""
+    for item in items:
+        if "slurm_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -124,3 +124,10 @@ def build(root: Path, seed: int = 0) -> dict[str, Path]:
 if __name__ == "__main__":
     for k, v in build(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny_hub")).items():
         print(f"{k}: {v}")
+
+
+def task_args(hub: dict[str, Path], dataset: str, **extra) -> list[str]:
+    """launch.py overrides that point a real task at this hub's dataset and models."""
+    out = [f"task.dataset={hub[dataset]}", f"model.policy_path={hub['policy']}",
+           f"model.proxy_rm_path={hub['proxy_rm']}", f"model.gold_rm_path={hub['gold_rm']}"]
+    return out + [f"{k}={v}" for k, v in extra.items()]

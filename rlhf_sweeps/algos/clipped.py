@@ -188,7 +188,7 @@ def importance_corrected_penalty(penalty: torch.Tensor, logp: torch.Tensor, old_
     the one that sampled (later PPO epochs and minibatches). The gradient
     changes too, even on-policy: without the ratio, k3 in the loss descends
     the reverse KL(pi_ref || pi) at each visited state; with it, the forward
-    KL(pi || pi_ref) (docs/science.md §3, "PPO and GRPO"; tests/test_ppo_grpo.py
+    KL(pi || pi_ref) (docs/science.md §3, "PPO and GRPO"; tests/unit/test_ppo_grpo.py
     checks both on an exact categorical). (B, T) in, (B, T) out.
     """
     return penalty * torch.exp(logp - old_logp.detach())

@@ -75,7 +75,7 @@ class _ExpectedReloadWarning(logging.Filter):
 
     The rotary cos/sin cache is a buffer vLLM computes itself, not a checkpoint
     weight, so a state dict never carries it and vLLM keeps its own copy (the
-    logprob match after a sync, tests/test_vllm.py, shows the reload is
+    logprob match after a sync, tests/unit/test_vllm.py, shows the reload is
     complete). Any other reload warning still gets through.
     """
 

@@ -1,4 +1,4 @@
-"""Tiny Hydra app for the launcher-preset tests (tests/test_slurm_cluster.py).
+"""Tiny Hydra app for the launcher-preset tests (tests/e2e/test_slurm_cluster.py).
 
 The test runs it with ``--config-path <tmp conf>`` holding ``config.yaml``
 (from this folder) and the project's ``conf/hydra/launcher/*.yaml``. Each job

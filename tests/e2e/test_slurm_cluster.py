@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pytest
 
-try:  # repo root on sys.path (python -m pytest, pythonpath=["."])
-    from tests.slurm_cluster import REPO, slurm_env  # noqa: F401 - slurm_env is a fixture
-except ModuleNotFoundError:  # pytest's default rootdir-less "prepend" import
-    from slurm_cluster import REPO, slurm_env  # type: ignore[no-redef]  # noqa: F401
+from tests.slurm_cluster import REPO
 
-APP_DIR = Path(__file__).parent / "data" / "slurm_app"
+APP_DIR = Path(__file__).parents[1] / "data" / "slurm_app"
 
 
 def _app_conf(tmp_path: Path) -> Path:

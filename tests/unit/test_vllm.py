@@ -1,6 +1,7 @@
-"""vLLM rollouts: logprobs match the trainer after a weight sync (and not without),
-seeded rollouts repeat, the Rollout format is HFSampler's, a failed engine start
-ends the job as a FAILED MLflow run, and engines do not leak across jobs.
+"""vLLM rollouts in process: logprobs match the trainer after a weight sync (and not
+without), seeded rollouts repeat, the Rollout format is HFSampler's, a failed engine
+start ends the job as a FAILED MLflow run, and engines do not leak across jobs.
+Through launch.py: tests/e2e/test_vllm_runs.py.
 
 Engine start is ~5-10 s on CPU, so the tests that only sample share one engine
 (class-scoped); vLLM allows one engine per process at a time, so the tests that
@@ -21,13 +22,12 @@ from omegaconf import OmegaConf
 
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import logprobs_from_logits
-from rlhf_sweeps.config import RolloutConfig
+from rlhf_sweeps.config import RolloutConfig, WorldConfig
 from rlhf_sweeps.models import build_causal_lm, make_sequence_batch, response_logits
 from rlhf_sweeps.rollout import Sampling, make_sampler
-from rlhf_sweeps.config import WorldConfig
 from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID, SPECIAL_IDS
 from rlhf_sweeps.world.tokenizer import build_tokenizer
-from tests.conftest import ROOT, run_launch
+from tests.conftest import ROOT
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
@@ -207,12 +207,17 @@ class TestSharedEngine:
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
 def test_sampled_special_tokens_are_junk_through_vllm(tmp_path):
-    """tests/test_scoring.py's check, on responses vLLM sampled: a <pad>/<bos>/<sep> the
+    """tests/unit/test_scoring.py's check, on responses vLLM sampled: a <pad>/<bos>/<sep> the
     policy samples is part of the response (vLLM's mask, not the token id, ends it)."""
     from rlhf_sweeps.rollout.vllm import VLLMSampler
     from rlhf_sweeps.world.language import HiddenLanguage
-    from tests.junk_policy import save_junk_policy
-    from tests.test_scoring import JUNK, check_special_tokens_score_below_sft_mean, eval_prompts, sft_normalized_gold
+    from tests.junk_policy import (
+        JUNK,
+        check_special_tokens_score_below_sft_mean,
+        eval_prompts,
+        save_junk_policy,
+        sft_normalized_gold,
+    )
 
     language = HiddenLanguage(WorldConfig())
     policy = save_junk_policy(tmp_path, N_WORDS, VOCAB, list(JUNK))
@@ -281,67 +286,3 @@ def test_engine_start_failure_marks_the_run_failed(smoke_cache, tmp_path):
         assert max_gap(model, sampler.generate(PROMPTS[:4], n=2, seed=0)) < 1e-4
     finally:
         sampler.close()
-
-
-# ------------------------------------------------------------------ end to end through launch.py
-def _runs(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("rlhf-sweeps").experiment_id],
-                              order_by=["attributes.start_time ASC"])
-    return client, [r for r in runs if M.PERF_RSS_GB in r.data.metrics]  # training runs, not sweep parents
-
-
-def _history(client, run, key) -> dict[int, float]:
-    return {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-
-
-@pytest.mark.vllm
-@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
-def test_smoke_run_with_vllm_matches_trainer_logprobs(smoke_cache, tracking_uri):
-    run_launch(["experiment=smoke", "rollout=vllm", f"cache_dir={smoke_cache}", f"tracking.uri={tracking_uri}"])
-    client, (run,) = _runs(tracking_uri)
-    assert run.info.status == "FINISHED"
-    gap_mean = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MEAN)
-    gap_max = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MAX)
-    print("rollout/logprob_gap_mean by step:", gap_mean, "max:", max(gap_max.values()))
-    assert sorted(gap_mean) == list(range(6))
-    assert max(gap_mean.values()) < 1e-3 and max(gap_max.values()) < 1e-3, (gap_mean, gap_max)
-    for key in (M.PERF_ROLLOUT_S, M.PERF_SCORE_S, M.PERF_UPDATE_S, M.PERF_SYNC_S, M.PERF_RSS_GB):
-        assert len(_history(client, run, key)) == 6, key
-
-
-@pytest.mark.vllm
-@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
-def test_stale_engine_is_synced_before_eval(smoke_cache, tracking_uri):
-    """sync_every=2, eval_every=3: the engine lags on odd updates, but never at an eval.
-
-    Fresh engine at the start of step s (gap ~0) for s = 0, 2, 3 (synced for the
-    eval at 3), 5; stale (gap = one Adam step) at 1 and 4. Without the sync
-    before eval, step 3 would be stale and the eval would score a lagging policy.
-    """
-    run_launch(["experiment=smoke", "rollout=vllm", "rollout.sync_every=2", "rollout.is_correction=token",
-                f"cache_dir={smoke_cache}", f"tracking.uri={tracking_uri}"])
-    client, (run,) = _runs(tracking_uri)
-    gap = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MEAN)
-    print("sync_every=2: rollout/logprob_gap_mean by step:", gap)
-    assert all(gap[s] < 1e-3 for s in (0, 2, 3, 5)), gap
-    assert all(gap[s] > 1e-3 for s in (1, 4)), gap
-    assert _history(client, run, M.ROLLOUT_STALENESS) == {0: 1, 1: 0, 2: 1, 3: 1, 4: 0, 5: 1}
-    clipped = _history(client, run, M.ROLLOUT_IS_CLIPPED_FRAC)
-    assert sorted(clipped) == list(range(6)) and all(0 <= v <= 1 for v in clipped.values())
-
-
-@pytest.mark.slow
-@pytest.mark.vllm
-@pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
-def test_basic_launcher_sweep_in_one_process_does_not_leak(smoke_cache, tracking_uri, tmp_path):
-    run_launch(["-m", "experiment=smoke", "rollout=vllm", "seed=0,1,2,3", f"cache_dir={smoke_cache}",
-                f"tracking.uri={tracking_uri}", f"hydra.sweep.dir={tmp_path}/sweep"])
-    client, runs = _runs(tracking_uri)
-    assert [r.info.status for r in runs] == ["FINISHED"] * 4
-    peak = [max(_history(client, r, M.PERF_RSS_GB).values()) for r in runs]
-    print("peak perf/rss_gb per run (GiB):", [round(p, 3) for p in peak])
-    # run 0 pays the one-off imports; each later run starts and frees its own engine
-    assert max(peak[1:]) - peak[1] < 0.1, peak

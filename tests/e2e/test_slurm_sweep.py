@@ -17,13 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_sweeps import checkpoint
-
-try:
-    from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch
-    from tests.slurm_cluster import slurm_env  # noqa: F401 - a pytest fixture
-except ModuleNotFoundError:  # pytest's rootdir-less "prepend" import
-    from launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch  # type: ignore
-    from slurm_cluster import slurm_env  # type: ignore  # noqa: F401
+from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

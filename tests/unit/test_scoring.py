@@ -4,7 +4,7 @@ It ends only at its first <eos> or at the length limit; a special token the
 policy samples inside it (<pad>, <bos>, <sep>) is junk for gold and is seen
 by the proxy. Before this rule, a response whose first sampled token was
 <pad> was cut to nothing and scored ~+0.9 raw gold, above the SFT policy's
-mean. `tests/test_vllm.py` runs the same check through vLLM.
+mean. `tests/unit/test_vllm.py` runs the same check through vLLM.
 
 "The SFT policy's mean" is taken on the hidden chain's own responses: the
 chain is the policy SFT imitates (the default world's SFT gets within ~0.02
@@ -19,52 +19,26 @@ import pytest
 import torch
 from transformers import LlamaForSequenceClassification
 
+from rlhf_sweeps.config import WorldConfig
 from rlhf_sweeps.models import llama_config
-from rlhf_sweeps.rewards import RewardModelScorer, fit_normalization
-from rlhf_sweeps.world.gold import GoldScorer
+from rlhf_sweeps.rewards import RewardModelScorer
 from rlhf_sweeps.rollout.base import Sampling
 from rlhf_sweeps.rollout.hf import HFSampler
-from rlhf_sweeps.config import WorldConfig
-from rlhf_sweeps.world.language import BOS_ID, EOS_ID, PAD_ID, SEP_ID, SPECIAL_IDS, HiddenLanguage
-from tests.junk_policy import ROOT, save_junk_policy
-
-JUNK = (PAD_ID, BOS_ID, SEP_ID)
-MAX_NEW = 12
-N_PROMPTS = 48
+from rlhf_sweeps.world.language import EOS_ID, PAD_ID, SPECIAL_IDS, HiddenLanguage
+from tests.junk_policy import (
+    JUNK,
+    MAX_NEW,
+    ROOT,
+    check_special_tokens_score_below_sft_mean,
+    eval_prompts,
+    save_junk_policy,
+    sft_normalized_gold,
+)
 
 
 @pytest.fixture(scope="module")
 def language():
     return HiddenLanguage(WorldConfig())
-
-
-def sft_normalized_gold(language) -> GoldScorer:
-    """Gold normalized to mean 0, std 1 on the chain's own responses (an ideal SFT policy)."""
-    rng = np.random.default_rng(0)
-    prompts = language.sample_prompts(rng, 2000)
-    responses = [language.sample_response(rng, p) for p in prompts]
-    content, fluency = language.gold_parts(prompts, responses)
-    return GoldScorer(language, fit_normalization(torch.from_numpy(content + fluency)), float(content.mean()))
-
-
-def eval_prompts(language) -> list[list[int]]:
-    return language.sample_prompts(np.random.default_rng(1), N_PROMPTS)
-
-
-def check_special_tokens_score_below_sft_mean(rollout, gold) -> None:
-    """Every response that begins with a sampled <pad>/<bos>/<sep> scores below the SFT
-    mean (0), and so do, on average, those that contain one; a response ends at its
-    first <eos> or at the length limit, never at a sampled special token."""
-    rows = rollout.response_lists()
-    g = gold(rollout.prompts, rows)
-    for tok in JUNK:
-        first = [i for i, r in enumerate(rows) if r and r[0] == tok]
-        inside = [i for i, r in enumerate(rows) if tok in r[1:]]
-        assert len(first) >= 3 and len(inside) >= 3, f"token {tok} too rare to test: enlarge the batch"
-        assert float(g[first].max()) < 0, f"a response starting with sampled token {tok} scored above the SFT mean"
-        assert float(g[inside].mean()) < 0
-    for row, m in zip(rollout.responses.tolist(), rollout.mask):
-        assert int(m.sum()) == (row.index(EOS_ID) + 1 if EOS_ID in row else MAX_NEW)
 
 
 def test_an_empty_looking_response_is_not_a_good_one(language):

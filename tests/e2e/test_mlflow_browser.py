@@ -27,11 +27,7 @@ import pytest
 import requests
 
 from rlhf_sweeps.tracking import table_rows
-
-try:
-    from tests.launching import SMALL, mlflow_runs, run_launch
-except ModuleNotFoundError:  # pytest's rootdir-less "prepend" import
-    from launching import SMALL, mlflow_runs, run_launch  # type: ignore
+from tests.launching import SMALL, mlflow_runs, run_launch
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

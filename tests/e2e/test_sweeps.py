@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests.launching import SMALL, mlflow_runs, run_launch
-except ModuleNotFoundError:  # pytest's rootdir-less "prepend" import
-    from launching import SMALL, mlflow_runs, run_launch  # type: ignore
+from tests.launching import SMALL, mlflow_runs, run_launch
 
 pytestmark = pytest.mark.slow
 
