@@ -7,22 +7,24 @@ smoke world's SFT / pairs / proxy stages are built once per test session).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.launching import launch_cmd
 from tests.slurm_cluster import slurm_env  # noqa: F401  (the one-node SLURM fixture of tests/e2e)
 
 ROOT = Path(__file__).resolve().parent.parent
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None  # without importing it (seconds)
 
 
 def run_launch(args: list[str], *, cwd: Path = ROOT, timeout: int = 600, check: bool = True,
                env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=full_env,
+    proc = subprocess.run(launch_cmd(args), cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"
@@ -56,8 +58,25 @@ def real_cache(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(items):
-    """`make test` runs two xdist workers (--dist loadgroup): the tests that share the
-    one-node SLURM cluster all go to one of them, which starts it once."""
+    """`make test` runs two xdist workers (--dist loadgroup). The tests that share the one-node
+    SLURM cluster go to one worker, which starts it once; so do a module's tests that share a
+    module- or class-scoped fixture (a multirun, a tiny hub, an engine), built once, not per worker."""
     for item in items:
         if "slurm_env" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+            continue
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if any(d.scope in ("module", "class") for fixturedefs in defs.values() for d in fixturedefs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread_per_worker():
+    """Under `make test` two xdist workers share two cores; torch's default of one thread
+    per core then makes the in-process tests' tiny models wait on each other (a 2 s test
+    took 30 s). One thread each, as every launched job gets (tests/launching.py)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+    yield

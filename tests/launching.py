@@ -29,8 +29,17 @@ SMALL = [
 ]
 
 
+def one_thread(args: list[str]) -> list[str]:
+    """`args` + `threads=1`, unless they set threads or pick a launcher (whose cpus_per_task
+    a test may check). `make test` runs two workers on two cores: a job that takes every
+    core for a tiny model only makes both wait."""
+    if any(a.startswith(("threads=", "hydra/launcher=")) for a in args):
+        return list(args)
+    return [*args, "threads=1"]
+
+
 def launch_cmd(args: list[str]) -> list[str]:
-    return [sys.executable, str(LAUNCH), *args]
+    return [sys.executable, str(LAUNCH), *one_thread(args)]
 
 
 def launch_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:

@@ -70,6 +70,13 @@ class LoopScaffold:
     def rollout_seed(self, step: int) -> int:
         return int(np.random.default_rng([self.cfg.seed, step, 1]).integers(2**31))
 
+    def sample(self, step: int):
+        """This step's rollout: `plan.samples_per_prompt` samples of each of the step's train
+        prompts (the job's `train_prompts`) from the current policy, seeded by (seed, step)."""
+        job = self.job
+        return job.sampler.generate(job.train_prompts(step), n=job.plan.samples_per_prompt,
+                                    seed=self.rollout_seed(step))
+
     def advance(self, **postfix: str) -> None:
         """One optimizer step done."""
         self.bar.update(1)

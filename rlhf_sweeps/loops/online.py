@@ -163,8 +163,7 @@ def train_online(job: OnlineJob, start_step: int) -> None:
 
         # ---- rollout: k samples per prompt from the current policy
         t0 = time.perf_counter()
-        prompts = job.train_prompts(step)
-        rollout = job.sampler.generate(prompts, n=k, seed=loop.rollout_seed(step))
+        rollout = loop.sample(step)
         responses = rollout.responses.to(device)  # (N, T)
         rollout_logp = None if rollout.logprobs is None else rollout.logprobs.to(device)  # (N, T)
         t1 = time.perf_counter()

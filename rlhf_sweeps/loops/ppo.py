@@ -133,8 +133,7 @@ def train_clipped(job: ClippedJob, start_step: int) -> None:
 
         # ---- rollout: k samples per prompt from the current policy
         t0 = time.perf_counter()
-        prompts = job.train_prompts(step)
-        rollout = job.sampler.generate(prompts, n=plan.samples_per_prompt, seed=loop.rollout_seed(step))
+        rollout = loop.sample(step)
         responses = rollout.responses.to(device)  # (N, T)
         rollout_logp = None if rollout.logprobs is None else rollout.logprobs.to(device)  # (N, T)
         t1 = time.perf_counter()

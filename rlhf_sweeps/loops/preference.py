@@ -250,8 +250,7 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
 
         # ---- rollout: k samples per prompt from the current policy, same seeds as online.py
         t0 = time.perf_counter()
-        prompts = job.train_prompts(step)
-        rollout = job.sampler.generate(prompts, n=k, seed=loop.rollout_seed(step))
+        rollout = loop.sample(step)
         responses = rollout.responses  # (N, T)
         rows = rollout.response_lists()  # each response as sampled
         t1 = time.perf_counter()

@@ -79,7 +79,7 @@ def _wait_pending(job_id: str, env: dict, timeout: float = 90) -> None:
 def test_requeued_job_resumes_from_its_checkpoint_into_the_same_run(slurm_env, tmp_path, cache_dir, interrupt):
     """`scontrol requeue` (SIGTERM, ignored by submitit, then SIGKILL), or the signal SLURM sends
     on preemption or timeout (SIGUSR2: submitit requeues the job itself and exits)."""
-    steps, every = 400, 50
+    steps, every = 240, 40  # past 2 x every, the job trains on for SLURM's KillWait (10 s) and more
     args = _args(tmp_path, cache_dir, "sweep", f"steps={steps}", f"checkpoint_every={every}",
                  f"eval_every={every}")
     launcher = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=_env(slurm_env), stdout=subprocess.PIPE,

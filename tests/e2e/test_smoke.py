@@ -38,12 +38,3 @@ def test_smoke_run_logs_every_key(regularizer, smoke_cache, tracking_uri):
     assert {M.ARTIFACT_CONFIG, M.ARTIFACT_SAMPLES_DIR} <= artifacts
     samples = {a.path for a in client.list_artifacts(run.info.run_id, M.ARTIFACT_SAMPLES_DIR)}
     assert len(samples) == len(range(0, STEPS + 1, EVAL_EVERY))
-
-
-def test_stages_are_built_once_across_runs(smoke_cache, tmp_path):
-    for seed in (0, 1):
-        run_launch(["experiment=smoke", "rollout=hf", f"seed={seed}", f"cache_dir={smoke_cache}",
-                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
-    built = (smoke_cache / "builds.log").read_text().split("\n")
-    for stage in ("sft-", "pairs-", "proxy-"):
-        assert sum(stage in line for line in built) == 1, stage

@@ -65,7 +65,7 @@ def _assert_nothing_running(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_local_sweep_reports_a_sigkilled_and_a_sigtermed_member_then_resumes_them(tmp_path):
-    args = _sweep_args(tmp_path, "local", "seed=0,1,2", "steps=60", "eval_every=20")
+    args = _sweep_args(tmp_path, "local", "seed=0,1,2", "steps=40", "eval_every=20")
     proc = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=launch_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     os.kill(_wait_checkpoint(tmp_path, 1, proc), signal.SIGKILL)  # as the OOM killer does
@@ -94,7 +94,7 @@ def test_a_local_sweep_reports_a_sigkilled_and_a_sigtermed_member_then_resumes_t
 
 @pytest.mark.slow
 def test_sigterm_to_an_in_process_sweep_ends_the_member_and_the_parent_killed(tmp_path):
-    args = _sweep_args(tmp_path, "basic", "seed=0,1", "steps=60", "eval_every=20")
+    args = _sweep_args(tmp_path, "basic", "seed=0,1", "steps=40", "eval_every=20")
     proc = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=launch_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     _wait_checkpoint(tmp_path, 0, proc)
@@ -109,7 +109,7 @@ def test_sigterm_to_an_in_process_sweep_ends_the_member_and_the_parent_killed(tm
 @pytest.mark.slow
 def test_a_sigkilled_member_of_a_slurm_sweep_is_reported_lost(slurm_env, tmp_path):
     env = launch_env({"SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"]})
-    args = _sweep_args(tmp_path, "slurm", "seed=0,1", "steps=60", "eval_every=20")
+    args = _sweep_args(tmp_path, "slurm", "seed=0,1", "steps=40", "eval_every=20")
     proc = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     os.kill(_wait_checkpoint(tmp_path, 1, proc), signal.SIGKILL)  # the job's python, as the OOM killer would

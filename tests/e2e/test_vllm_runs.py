@@ -10,18 +10,9 @@ import os
 import pytest
 
 from rlhf_sweeps import metrics as M
-from tests.conftest import run_launch
+from tests.conftest import HAVE_VLLM, run_launch
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-try:
-    import vllm  # noqa: F401
-
-    HAVE_VLLM = True
-except ImportError:
-    HAVE_VLLM = False
-
-needs_vllm = [pytest.mark.vllm, pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")]
 
 
 # ------------------------------------------------------------------ end to end through launch.py
@@ -78,10 +69,10 @@ def test_stale_engine_is_synced_before_eval(smoke_cache, tracking_uri):
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
 def test_basic_launcher_sweep_in_one_process_does_not_leak(smoke_cache, tracking_uri, tmp_path):
-    run_launch(["-m", "experiment=smoke", "rollout=vllm", "seed=0,1,2,3", f"cache_dir={smoke_cache}",
+    run_launch(["-m", "experiment=smoke", "rollout=vllm", "seed=0,1,2", f"cache_dir={smoke_cache}",
                 f"tracking.uri={tracking_uri}", f"hydra.sweep.dir={tmp_path}/sweep"])
     client, runs = _runs(tracking_uri)
-    assert [r.info.status for r in runs] == ["FINISHED"] * 4
+    assert [r.info.status for r in runs] == ["FINISHED"] * 3
     peak = [max(_history(client, r, M.PERF_RSS_GB).values()) for r in runs]
     print("peak perf/rss_gb per run (GiB):", [round(p, 3) for p in peak])
     # run 0 pays the one-off imports; each later run starts and frees its own engine

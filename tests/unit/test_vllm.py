@@ -27,18 +27,10 @@ from rlhf_sweeps.models import build_causal_lm, make_sequence_batch, response_lo
 from rlhf_sweeps.rollout import Sampling, make_sampler
 from rlhf_sweeps.world.language import EOS_ID, N_SPECIAL, PAD_ID, SPECIAL_IDS
 from rlhf_sweeps.world.tokenizer import build_tokenizer
-from tests.conftest import ROOT
+from tests.conftest import HAVE_VLLM, ROOT
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-try:
-    import vllm  # noqa: F401
-
-    HAVE_VLLM = True
-except ImportError:
-    HAVE_VLLM = False
-
-needs_vllm = [pytest.mark.vllm, pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")]
 
 N_WORDS = 200
 VOCAB = N_SPECIAL + N_WORDS
@@ -238,7 +230,7 @@ def test_engines_do_not_leak_across_create_close_cycles(tmp_path):
 
     model = save_tiny_policy(tmp_path)
     rss = []
-    for cycle in range(4):
+    for cycle in range(3):
         sampler = VLLMSampler(model, sampling(), tmp_path)
         sampler.generate(PROMPTS, n=4, seed=cycle)
         sampler.sync_weights(model)
