@@ -227,13 +227,30 @@ def _slurm_states(job_id: str) -> Optional[set[str]]:
     return set(proc.stdout.split())
 
 
-def _wait_slurm(job, poll_s: float = 5.0, grace_s: float = 60.0) -> bool:
+# A SLURM job that ended gets this long for its result file to appear (a shared file system's
+# delay) before it is reported LOST; the environment variable overrides it (the tests, whose
+# files are local, use a few seconds).
+RESULT_GRACE_ENV, RESULT_GRACE_S = "RLHF_SWEEPS_RESULT_GRACE_S", 60.0
+
+
+def _result_grace_s() -> float:
+    raw = os.environ.get(RESULT_GRACE_ENV, "")
+    try:
+        return float(raw) if raw else RESULT_GRACE_S
+    except ValueError:
+        print(f"[rlhf-sweeps] warning: {RESULT_GRACE_ENV}={raw!r} is not a number of seconds; "
+              f"using {RESULT_GRACE_S:.0f}", file=sys.stderr, flush=True)
+        return RESULT_GRACE_S
+
+
+def _wait_slurm(job, poll_s: float = 5.0, grace_s: Optional[float] = None) -> bool:
     """Wait until the job has a result (True) or has ended without one (False).
 
     submitit alone would wait forever for a job killed without a result when `sacct` does not
     answer (a cluster without accounting, as the local one); `squeue -t all` always does. A job
-    that ended gets `grace_s` for its result file to appear (a shared file system's delay).
+    that ended gets `grace_s` (default `_result_grace_s()`) for its result file to appear.
     """
+    grace_s = _result_grace_s() if grace_s is None else grace_s
     ended_at = None
     while not job.done():
         states = _slurm_states(job.job_id)

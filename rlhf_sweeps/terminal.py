@@ -30,7 +30,7 @@ def run_end_block(name: str, history: dict[int, dict[str, float]], url: Optional
     the analysis' over-optimization flag, and where to look in the MLflow UI."""
     import numpy as np
 
-    from analysis.verdicts import overoptimization
+    from analysis.verdicts import WINDOW, overoptimization
 
     steps = sorted(s for s, m in history.items() if M.EVAL_GOLD_REWARD in m)
     if not steps:
@@ -46,8 +46,11 @@ def run_end_block(name: str, history: dict[int, dict[str, float]], url: Optional
     if flag is None:
         verdict = "undecided (too few evals for the rule)"
     else:
-        verdict = ("YES" if flag else "no") + (f" (gold fell {fall.value:+.2f}, z {fall.z:.1f}; "
-                                                "rule: python -m analysis, docs/science.md §9)")
+        # The rule compares WINDOW-eval means, not the single evals shown above: a lone high eval
+        # is what noise makes, so "peak" and "fell" can differ on purpose.
+        verdict = ("YES" if flag else "no") + (f" (gold fell {fall.value:+.2f} from its best {WINDOW}-eval "
+                                                f"window to its last, z {fall.z:.1f}; rule: python -m "
+                                                "analysis, docs/science.md §9)")
     lines = [
         f"[rlhf-sweeps] finished: {name}",
         f"  gold      peak {gold[peak]:+.2f} at step {steps[peak]}, final {gold[-1]:+.2f}",

@@ -16,6 +16,7 @@ import pytest
 
 from tests.launching import launch_cmd
 from tests.slurm_cluster import slurm_env  # noqa: F401  (the one-node SLURM fixture of tests/e2e)
+from tests.slurm_cluster import stop_if_tests_started_it
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None  # without importing it (seconds)
@@ -74,6 +75,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if config.getoption("numprocesses", None):  # the SLURM group is the longest: first, not the tail
         items[:] = slurm + [item for item in items if item not in slurm]
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist: the controller stops the SLURM cluster a worker started, once all
+    workers are done (a worker's own teardown could stop it under another worker's test)."""
+    if not hasattr(session.config, "workerinput"):  # the controller, or a run without xdist
+        stop_if_tests_started_it()
 
 
 @pytest.fixture(autouse=True, scope="session")

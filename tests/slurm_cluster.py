@@ -123,18 +123,34 @@ def stop_cluster(timeout: float = 120) -> None:
     _run_script("slurm-down.sh", timeout)
 
 
+def _started_marker() -> Path:
+    """Present while the cluster runs because a test session started it."""
+    return slurm_dir() / "started-by-pytest"
+
+
+def stop_if_tests_started_it() -> None:
+    marker = _started_marker()
+    if marker.exists():
+        marker.unlink()
+        stop_cluster()
+
+
 @pytest.fixture(scope="session")
 def slurm_env():
     """os.environ + SLURM_CONF, for subprocesses that talk to the test cluster.
 
     Starts the cluster if it is not up, and stops it at the end of the session
-    only if it started it; skips where no cluster can run here.
+    only if a test session started it; skips where no cluster can run here.
     """
     reason = cluster_available()
     if reason:
         pytest.skip(f"SLURM cluster unavailable: {reason}")
     was_up = cluster_is_up()
     env = ensure_cluster()
-    yield {**os.environ, **env}
     if not was_up:
-        stop_cluster()
+        _started_marker().touch()
+    yield {**os.environ, **env}
+    # Under pytest-xdist another worker may still be using the cluster: the controller stops
+    # it once every worker is done (tests/conftest.py, pytest_sessionfinish).
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        stop_if_tests_started_it()

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_sweeps import checkpoint
+from rlhf_sweeps.sweep import RESULT_GRACE_ENV
 from tests.launching import SMALL, launch_cmd, launch_env, mlflow_runs, run_launch
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -108,7 +109,8 @@ def test_sigterm_to_an_in_process_sweep_ends_the_member_and_the_parent_killed(tm
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_sigkilled_member_of_a_slurm_sweep_is_reported_lost(slurm_env, tmp_path):
-    env = launch_env({"SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"]})
+    # the sweep's files are local: no shared file system's delay to wait out before calling a job lost
+    env = launch_env({"SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"], RESULT_GRACE_ENV: "5"})
     args = _sweep_args(tmp_path, "slurm", "seed=0,1", "steps=40", "eval_every=20")
     proc = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -51,3 +51,15 @@ def test_the_summary_is_an_aligned_table_with_numbers_and_whole_reasons():
     assert cell(rows[1], "gold final").startswith("-")
     # a reason is printed whole, under the table: the CONFIG_ERROR line shows the validation message
     assert "lr=-1.0: must be a positive number" in text and "#2 LOST: the process died" in text
+
+
+def test_the_lost_job_grace_comes_from_the_environment_and_survives_a_bad_value(monkeypatch, capsys):
+    from rlhf_sweeps import sweep
+
+    monkeypatch.delenv(sweep.RESULT_GRACE_ENV, raising=False)
+    assert sweep._result_grace_s() == sweep.RESULT_GRACE_S
+    monkeypatch.setenv(sweep.RESULT_GRACE_ENV, "5")
+    assert sweep._result_grace_s() == 5.0
+    monkeypatch.setenv(sweep.RESULT_GRACE_ENV, "soon")
+    assert sweep._result_grace_s() == sweep.RESULT_GRACE_S
+    assert "RLHF_SWEEPS_RESULT_GRACE_S='soon' is not a number of seconds" in capsys.readouterr().err

@@ -34,6 +34,7 @@ def test_run_end_block_flags_a_fall_beyond_noise_and_not_a_plateau():
     over = run_end_block("r", {s: _eval(g, p, s / 10) for s, g, p in zip(steps, falls, proxy)}, None)
     flat = run_end_block("r", {s: _eval(g, p, s / 10) for s, g, p in zip(steps, rises, proxy)}, None)
     assert "peak +1.10 at step 80, final -1.50" in over and "over-optimized: YES" in over
+    assert "gold fell +2.00 from its best 3-eval window to its last" in over  # (1.0+1.1+.9)/3 - (-1.0)
     assert "over-optimized: no" in flat
 
 
