@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.launching import launch_cmd
+from tests import launching
 from tests.slurm_cluster import slurm_env  # noqa: F401  (the one-node SLURM fixture of tests/e2e)
 from tests.slurm_cluster import stop_if_tests_started_it
 
@@ -24,13 +24,10 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None  # without importing it
 
 def run_launch(args: list[str], *, cwd: Path = ROOT, timeout: int = 600, check: bool = True,
                env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
-    proc = subprocess.run(launch_cmd(args), cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    """`tests.launching.run_launch` in the caller's own environment (SLURM_* and Hydra's short
+    errors kept), from the repository root unless `cwd` says otherwise."""
+    return launching.run_launch(args, cwd, timeout, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})},
+                                check=check)
 
 
 @pytest.fixture(scope="session")

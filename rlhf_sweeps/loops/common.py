@@ -4,9 +4,10 @@
 `eval_every` steps and at the end; checkpoint every `checkpoint_every` steps
 and at the end, never at the step a run resumed from), the terminal (a
 progress bar over optimizer steps that reaches 100%, and one line per eval
-printed above it with the numbers MLflow gets), and the seed of each step's
+printed above it with the numbers MLflow gets), the seed of each step's
 rollout (a pure function of (seed, step), so a resumed run samples what the
-uninterrupted run would have).
+uninterrupted run would have), and how far the rollout engine's weights lag
+the policy's (`rollout.sync_every`; an eval always sees the current policy).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class LoopScaffold:
     def __init__(self, job: LoopJob, start_step: int, desc: str):
         self.job, self.cfg, self.start_step = job, job.cfg, start_step
         self.last = job.plan.steps
+        self.staleness = 0  # optimizer steps the rollout engine's weights are behind the policy's
         self.bar = tqdm(total=self.last, initial=start_step, desc=desc, dynamic_ncols=True)
 
     def steps(self) -> range:
@@ -61,6 +63,9 @@ class LoopScaffold:
     def evaluate(self, step: int) -> None:
         """Evaluate the current policy on the fixed prompts; log it and print its line."""
         job = self.job
+        if self.staleness:  # evaluate the current policy, not the engine's stale copy
+            job.sampler.sync_weights(job.policy)
+            self.staleness = 0
         metrics, rows = job.evaluator(job.policy, job.sampler)
         job.log(metrics, step)
         job.log_samples(rows, step)
@@ -76,6 +81,14 @@ class LoopScaffold:
         job = self.job
         return job.sampler.generate(job.train_prompts(step), n=job.plan.samples_per_prompt,
                                     seed=self.rollout_seed(step))
+
+    def push_weights(self) -> None:
+        """One optimizer step taken: push the policy's weights into the rollout engine every
+        `rollout.sync_every` steps; in between the engine samples from a copy `staleness` behind."""
+        self.staleness += 1
+        if self.staleness >= self.cfg.rollout.sync_every:
+            self.job.sampler.sync_weights(self.job.policy)
+            self.staleness = 0
 
     def advance(self, **postfix: str) -> None:
         """One optimizer step done."""
@@ -103,12 +116,3 @@ def check_finite(loss: torch.Tensor, step: int, coefficient_hint: str) -> None:
             "resumes from its last checkpoint, or starts over if it had none."
         )
 
-
-def sync_after_update(sampler, policy, staleness: int, sync_every: int) -> int:
-    """Count one optimizer step of rollout-engine staleness and push the policy's
-    weights into the engine when `sync_every` steps have passed. Returns the new staleness."""
-    staleness += 1
-    if staleness >= sync_every:
-        sampler.sync_weights(policy)
-        return 0
-    return staleness

@@ -57,7 +57,7 @@ from rlhf_sweeps.algos import (
     rloo_advantages,
     truncated_is_weights,
 )
-from rlhf_sweeps.loops.common import LoopJob, LoopScaffold, check_finite, phase_times, sync_after_update
+from rlhf_sweeps.loops.common import LoopJob, LoopScaffold, check_finite, phase_times
 from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
 
@@ -144,7 +144,6 @@ def train_online(job: OnlineJob, start_step: int) -> None:
     pad_id, eos_id = special_ids(job.policy)  # the policy's own tokenizer ids (Pythia: eos=0)
     # samplers and scorers return CPU tensors; what the update needs goes to the policy's device
     device = next(job.policy.parameters()).device
-    staleness = 0
     reuse, why_not = reuse_allowed(cfg, reg)
     if why_not and cfg.rollout.reuse_logprobs:
         print(f"[rlhf-sweeps] pass 1 recomputes the policy's log-probs: {why_not}", flush=True)
@@ -152,9 +151,6 @@ def train_online(job: OnlineJob, start_step: int) -> None:
     for step in loop.steps():
         # ---- evaluate on the fixed held-out prompts (step 0 = the initial policy)
         if loop.evaluates(step):
-            if staleness:  # sync_every > 1: evaluate the current policy, not the engine's stale copy
-                job.sampler.sync_weights(job.policy)
-                staleness = 0
             loop.evaluate(step)
         if loop.checkpoints(step):
             job.save_checkpoint(step, {"coef": job.coef.state_dict()})
@@ -246,7 +242,7 @@ def train_online(job: OnlineJob, start_step: int) -> None:
         t3 = time.perf_counter()
 
         # ---- push the new weights into the rollout engine
-        staleness = sync_after_update(job.sampler, job.policy, staleness, cfg.rollout.sync_every)
+        loop.push_weights()
         t4 = time.perf_counter()
 
         # ---- adaptive coefficient, fed the sequence-summed KL (Ziegler et al.)
@@ -278,7 +274,7 @@ def train_online(job: OnlineJob, start_step: int) -> None:
             if clipped is not None:
                 train[M.ROLLOUT_IS_CLIPPED_FRAC] = clipped
             if cfg.rollout.sync_every > 1:
-                train[M.ROLLOUT_STALENESS] = staleness
+                train[M.ROLLOUT_STALENESS] = loop.staleness
         train = {key: float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in train.items()}
         job.log(train, step)
         loop.advance(reward=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}")

@@ -79,7 +79,7 @@ from rlhf_sweeps.algos import (
     regularizer_loss,
     truncated_is_weights,
 )
-from rlhf_sweeps.loops.common import LoopScaffold, check_finite, phase_times, sync_after_update
+from rlhf_sweeps.loops.common import LoopScaffold, check_finite, phase_times
 from rlhf_sweeps.loops.online import OnlineJob, make_regularizer
 from rlhf_sweeps.models import make_sequence_batch, response_logits, special_ids
 
@@ -114,14 +114,10 @@ def train_clipped(job: ClippedJob, start_step: int) -> None:
         raise ValueError(f"algo.k={a.k}: algo=grpo normalizes within groups of k samples per prompt; use algo.k >= 2")
     pad_id, eos_id = special_ids(job.policy)
     device = next(job.policy.parameters()).device
-    staleness = 0
     loop = LoopScaffold(job, start_step, f"{a.name}/{reg.name}")
     for step in loop.steps():
         # ---- evaluate on the fixed held-out prompts (step 0 = the initial policy)
         if loop.evaluates(step):
-            if staleness:
-                job.sampler.sync_weights(job.policy)
-                staleness = 0
             loop.evaluate(step)
         if loop.checkpoints(step):
             extra = {"coef": job.coef.state_dict()}
@@ -235,7 +231,7 @@ def train_clipped(job: ClippedJob, start_step: int) -> None:
         t3 = time.perf_counter()
 
         # ---- push the new weights into the rollout engine
-        staleness = sync_after_update(job.sampler, job.policy, staleness, cfg.rollout.sync_every)
+        loop.push_weights()
         t4 = time.perf_counter()
 
         # ---- adaptive coefficient, fed the sequence-summed KL (Ziegler et al.)
@@ -275,7 +271,7 @@ def train_clipped(job: ClippedJob, start_step: int) -> None:
             if is_clipped is not None:
                 train[M.ROLLOUT_IS_CLIPPED_FRAC] = is_clipped
             if cfg.rollout.sync_every > 1:
-                train[M.ROLLOUT_STALENESS] = staleness
+                train[M.ROLLOUT_STALENESS] = loop.staleness
         train = {key: float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in train.items()}
         job.log(train, step)
         loop.advance(reward=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}",

@@ -59,7 +59,7 @@ import torch
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.algos import dpo_loss, logprobs_from_logits, masked_sum, simpo_loss
 from rlhf_sweeps.evaluation import sequence_stats
-from rlhf_sweeps.loops.common import LoopJob, LoopScaffold, check_finite, phase_times, sync_after_update
+from rlhf_sweeps.loops.common import LoopJob, LoopScaffold, check_finite, phase_times
 from rlhf_sweeps.models import (
     SequenceBatch,
     make_sequence_batch,
@@ -177,7 +177,6 @@ def preference_update(job: PreferenceJob, prompts: list[list[int]], chosen: list
 def evaluate_and_checkpoint(job: PreferenceJob, loop: LoopScaffold, step: int) -> None:
     """The scaffold's schedule (as `online.train_online`): eval at step 0, every eval_every, the end."""
     if loop.evaluates(step):
-        job.sampler.sync_weights(job.policy)  # offline: the engine only samples at evals
         loop.evaluate(step)
     if loop.checkpoints(step):
         job.save_checkpoint(step, {})
@@ -207,6 +206,7 @@ def train_offline_preference(job: PreferenceJob, start_step: int) -> None:
             job, [r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
             [r["rejected_ids"] for r in rows], step)
         t1 = time.perf_counter()
+        loop.staleness += 1  # offline, the engine samples only at evals, which push the weights first
 
         train = {PREF_STAT_KEYS[k]: v for k, v in stats.items()}
         train.update({
@@ -239,11 +239,8 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
     cfg = job.cfg
     temp = cfg.rollout.temperature
     k = job.plan.samples_per_prompt
-    staleness = 0
     loop = LoopScaffold(job, start_step, cfg.algo.name)
     for step in loop.steps():
-        if loop.evaluates(step):
-            staleness = 0  # evaluate_and_checkpoint syncs the engine before it evaluates
         evaluate_and_checkpoint(job, loop, step)
         if step == loop.last:
             break
@@ -268,7 +265,7 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
             [rows[i] for i in rejected.tolist()], step)
         t3 = time.perf_counter()
 
-        staleness = sync_after_update(job.sampler, job.policy, staleness, cfg.rollout.sync_every)
+        loop.push_weights()
         t4 = time.perf_counter()
 
         train = {PREF_STAT_KEYS[key]: v for key, v in pref.items()}
@@ -285,7 +282,7 @@ def train_online_simpo(job: PreferenceJob, start_step: int) -> None:
             **phase_times(t0, t1, t2, t3, t4, job.rss_gb()),
         })
         if cfg.rollout.sync_every > 1:
-            train[M.ROLLOUT_STALENESS] = staleness
+            train[M.ROLLOUT_STALENESS] = loop.staleness
         train = _floats(train)
         job.log(train, step)
         loop.advance(reward=f"{train[M.TRAIN_PROXY_REWARD]:+.2f}", kl=f"{train[M.TRAIN_KL]:.2f}",

@@ -163,3 +163,29 @@ def test_online_update_is_invariant_to_micro_batching(reg):
     assert abs(loss_full - loss_accum) < 1e-6
     for a, b in zip(full, accum):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_the_scaffold_pushes_weights_every_sync_every_steps_and_before_every_eval():
+    """`rollout.sync_every=3`: the engine gets the weights after every third update, and an eval
+    in between first brings it up to date (never evaluate a stale copy)."""
+    from types import SimpleNamespace
+
+    from rlhf_sweeps.loops.common import LoopScaffold
+
+    synced = []
+    sampler = SimpleNamespace(sync_weights=lambda policy: synced.append(policy))
+    cfg = SimpleNamespace(seed=0, eval_every=100, checkpoint_every=100, rollout=SimpleNamespace(sync_every=3))
+    job = SimpleNamespace(cfg=cfg, plan=SimpleNamespace(steps=10), policy="policy", sampler=sampler,
+                          evaluator=lambda policy, sampler: ({}, []), log=lambda m, s: None,
+                          log_samples=lambda rows, s: None)
+    loop = LoopScaffold(job, 0, "test")
+    lags = []
+    for _ in range(4):
+        loop.push_weights()
+        lags.append(loop.staleness)
+    assert lags == [1, 2, 0, 1] and len(synced) == 1
+    loop.evaluate(4)  # one update behind: synced first
+    assert loop.staleness == 0 and len(synced) == 2
+    loop.evaluate(4)  # up to date: nothing to push
+    assert len(synced) == 2
+    loop.close()
