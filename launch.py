@@ -97,7 +97,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from rlhf_sweeps.job import JobBusy, Terminated, raise_terminated, run_job, run_name
+    from rlhf_sweeps.interrupts import Terminated, raise_terminated
+    from rlhf_sweeps.job import JobBusy, run_job, run_name
 
     # SIGTERM (kill, timeout, scancel) ends the run KILLED with its reason, as Ctrl-C does.
     signal.signal(signal.SIGTERM, raise_terminated)

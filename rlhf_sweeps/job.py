@@ -20,7 +20,8 @@ launcher. It owns the job's lifecycle:
 * two processes never run the same job at once (a lock next to its folder):
   the second raises JobBusy, which `launch.py` prints as one BUSY line;
 * once its MLflow run is open, any failure ends it FAILED with the reason in
-  the `failure_reason` tag; SIGTERM (`launch.py` turns it into `Terminated`),
+  the `failure_reason` tag; SIGTERM (`launch.py` turns it into `Terminated`,
+  held while a store write is in progress: `rlhf_sweeps.interrupts`),
   Ctrl-C and a requeue's exit end it KILLED; then the exception goes on up.
   Only SIGKILL leaves it RUNNING (the sweep's summary ends a lost member's run).
 """
@@ -44,6 +45,7 @@ from rlhf_sweeps.config import ConfigError, as_dict, condition_params, to_yaml, 
 from rlhf_sweeps.plan import make_plan
 from rlhf_sweeps.quiet import quiet
 from rlhf_sweeps.cache import Busy, config_hash, file_lock
+from rlhf_sweeps.interrupts import Terminated
 
 DONE_FILE = "done.json"
 RUN_ID_FILE = "mlflow_run_id"
@@ -81,22 +83,6 @@ class JobBusy(RuntimeError):
     """Another process is running this very job (same resolved config) right now."""
 
 
-class Terminated(SystemExit):
-    """SIGTERM arrived (kill, timeout, scancel). A SystemExit, so the job's run ends KILLED
-    (not FAILED) and an uncaught one exits quietly with status 143 (128 + SIGTERM)."""
-
-    def __init__(self, reason: str):
-        super().__init__(143)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason
-
-
-def raise_terminated(signum, frame) -> None:
-    """SIGTERM handler (installed by launch.py): end the job through its normal KILLED path."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; a second must not cut the cleanup short
-    raise Terminated(f"received {signal.Signals(signum).name} (kill, timeout or scancel)")
 
 
 def run_name(overrides: list[str]) -> str:

@@ -104,6 +104,7 @@ from typing import Any, Callable, Iterable, Optional
 from rlhf_sweeps import metrics as M
 from rlhf_sweeps.cache import file_lock
 from rlhf_sweeps.config import ConfigError
+from rlhf_sweeps.interrupts import uninterrupted
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 ARTIFACT_CURVES = "curves.png"  # gold and proxy (and KL) vs step, logged when a run ends
@@ -147,7 +148,8 @@ def _retry(fn: Callable, *args, unreachable_s: float = UNREACHABLE_S, **kwargs):
     start, delay, attempt = time.monotonic(), 0.05, 0
     while True:
         try:
-            return fn(*args, **kwargs)
+            with uninterrupted():  # a SIGTERM inside a SQLite write would leave the file locked
+                return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - mlflow wraps sqlite and http errors in several types
             budget = {"busy": BUSY_BUDGET_S, "unreachable": unreachable_s}.get(_kind(err))
             if budget is None or time.monotonic() - start + delay > budget:
