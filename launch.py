@@ -97,11 +97,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from rlhf_sweeps.interrupts import Terminated, raise_terminated
+    from rlhf_sweeps.interrupts import Terminated, raise_interrupt, raise_terminated
     from rlhf_sweeps.job import JobBusy, run_job, run_name
 
-    # SIGTERM (kill, timeout, scancel) ends the run KILLED with its reason, as Ctrl-C does.
+    # SIGTERM (kill, timeout, scancel) ends the run KILLED with its reason, as Ctrl-C does;
+    # neither lands inside a store write (rlhf_sweeps/interrupts.py).
     signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, raise_interrupt)
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     if hc.mode != RunMode.MULTIRUN:

@@ -8,7 +8,8 @@ keeps the database's write lock, and the next write, the run's own KILLED status
 or another sweep member's metrics, waits on that lock until it gives up with
 "database is locked" (seen: a SIGTERMed sweep member took its two siblings down
 with it). `uninterrupted()` marks such a write: a SIGTERM that arrives inside it
-is held, and raised the moment the write is over.
+is held, and raised the moment the write is over. Ctrl-C (SIGINT) is held the
+same way, except that a second Ctrl-C does not wait.
 
 Torch-free, and below `tracking.py`, which marks every store call with it.
 """
@@ -34,7 +35,7 @@ class Terminated(SystemExit):
 
 
 _depth = 0  # how many `uninterrupted()` blocks the main thread is inside
-_held: Optional[str] = None  # the reason of a SIGTERM that arrived inside one
+_held: Optional[BaseException] = None  # what a signal that arrived inside one will raise
 
 
 def raise_terminated(signum, frame) -> None:
@@ -42,11 +43,21 @@ def raise_terminated(signum, frame) -> None:
     after the store write in progress, if any."""
     global _held
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; a second must not cut the cleanup short
-    reason = f"received {signal.Signals(signum).name} (kill, timeout or scancel)"
+    err = Terminated(f"received {signal.Signals(signum).name} (kill, timeout or scancel)")
     if _depth:
-        _held = reason
+        _held = err
         return
-    raise Terminated(reason)
+    raise err
+
+
+def raise_interrupt(signum, frame) -> None:
+    """SIGINT handler (installed by launch.py): Python's KeyboardInterrupt, after the store write
+    in progress; a second Ctrl-C while one is held does not wait."""
+    global _held
+    if _depth and _held is None:
+        _held = KeyboardInterrupt()
+        return
+    raise KeyboardInterrupt
 
 
 @contextmanager
@@ -63,5 +74,5 @@ def uninterrupted() -> Iterator[None]:
     finally:
         _depth -= 1
         if _depth == 0 and _held is not None:
-            reason, _held = _held, None
-            raise Terminated(reason)
+            err, _held = _held, None
+            raise err

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from rlhf_sweeps import tracking
-from rlhf_sweeps.interrupts import Terminated, raise_terminated, uninterrupted
+from rlhf_sweeps.interrupts import Terminated, raise_interrupt, raise_terminated, uninterrupted
 
 
 @pytest.fixture
@@ -37,6 +37,26 @@ def test_a_sigterm_inside_the_block_is_raised_when_the_outermost_block_ends(sigt
                 done.append("inner")
             done.append("outer")  # still inside the outer block: the write goes on
     assert done == ["inner", "outer"]
+
+
+def test_ctrl_c_is_held_the_same_way_but_a_second_one_does_not_wait():
+    previous = signal.signal(signal.SIGINT, raise_interrupt)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with uninterrupted():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("written")
+        assert done == ["written"]
+        with pytest.raises(KeyboardInterrupt):
+            with uninterrupted():
+                os.kill(os.getpid(), signal.SIGINT)  # held
+                os.kill(os.getpid(), signal.SIGINT)  # the user insists
+                done.append("never")
+                time.sleep(5)
+        assert done == ["written"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_sigterm_outside_any_block_is_raised_at_once(sigterm_handler):
