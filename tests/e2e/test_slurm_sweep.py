@@ -118,8 +118,9 @@ def test_requeued_job_resumes_from_its_checkpoint_into_the_same_run(slurm_env, t
     assert "1 job(s): 1 finished;" in out and "(resumed from step" in out, out[-3000:]
 
     log = (submitit / job_id / f"{job_id}_0_log.out").read_text()
-    if interrupt != "scontrol requeue":
-        assert "Requeued job" in log, log[-3000:]
+    if interrupt != "scontrol requeue":  # submitit's handler ran; its "Requeued job" line may not have:
+        # the SIGTERM of its own `scontrol requeue` can end the job before it logs it (seen under load)
+        assert "Caught signal SIGUSR2" in log and "Calling checkpoint method" in log, log[-3000:]
     m = re.search(r"resuming from step (\d+)", log)
     assert m and int(m.group(1)) >= ckpt_step, log[-3000:]
     (run,) = [r for r in mlflow_runs(f"sqlite:///{tmp_path / 'db'}") if r.data.tags.get("sweep_parent") != "true"]
