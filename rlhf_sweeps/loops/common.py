@@ -82,10 +82,15 @@ class LoopScaffold:
         return job.sampler.generate(job.train_prompts(step), n=job.plan.samples_per_prompt,
                                     seed=self.rollout_seed(step))
 
+    def mark_stale(self) -> None:
+        """One optimizer step the engine is not told of (offline training samples only at evals,
+        which then push the weights first)."""
+        self.staleness += 1
+
     def push_weights(self) -> None:
         """One optimizer step taken: push the policy's weights into the rollout engine every
         `rollout.sync_every` steps; in between the engine samples from a copy `staleness` behind."""
-        self.staleness += 1
+        self.mark_stale()
         if self.staleness >= self.cfg.rollout.sync_every:
             self.job.sampler.sync_weights(self.job.policy)
             self.staleness = 0

@@ -206,7 +206,7 @@ def train_offline_preference(job: PreferenceJob, start_step: int) -> None:
             job, [r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
             [r["rejected_ids"] for r in rows], step)
         t1 = time.perf_counter()
-        loop.staleness += 1  # offline, the engine samples only at evals, which push the weights first
+        loop.mark_stale()
 
         train = {PREF_STAT_KEYS[k]: v for k, v in stats.items()}
         train.update({
