@@ -83,8 +83,6 @@ class JobBusy(RuntimeError):
     """Another process is running this very job (same resolved config) right now."""
 
 
-
-
 def run_name(overrides: list[str]) -> str:
     kept = [o for o in overrides if not o.startswith(_NOT_IN_NAME)]
     return ",".join(kept) if kept else "default"
