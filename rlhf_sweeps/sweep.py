@@ -195,6 +195,9 @@ def _launch_surviving_lost_jobs(self, job_overrides, initial_job_idx):
     params = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
               for n, o in zip(nums, job_overrides)]
     jobs = executor.map_array(self, *zip(*params))
+    if self._EXECUTOR == "local":
+        for job in jobs:  # submitit waits 15 s for a missing result file, for a shared file system's
+            job._results_timeout_s = LOCAL_RESULT_WAIT_S  # sake; a local job's is on this disk when it ends
     # --- the difference: wait for every job, dead or alive
     returns = []
     for job, num, overrides in zip(jobs, nums, job_overrides):
@@ -231,6 +234,7 @@ def _slurm_states(job_id: str) -> Optional[set[str]]:
 # delay) before it is reported LOST; the environment variable overrides it (the tests, whose
 # files are local, use a few seconds).
 RESULT_GRACE_ENV, RESULT_GRACE_S = "RLHF_SWEEPS_RESULT_GRACE_S", 60.0
+LOCAL_RESULT_WAIT_S = 2  # hydra/launcher=local: the same wait for a job on this machine
 
 
 def _result_grace_s() -> float:

@@ -57,21 +57,27 @@ def real_cache(tmp_path_factory) -> Path:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """For `pytest -n 2 --dist loadgroup` (not `make test`: see README, "Tests"): the tests
-    that share the one-node SLURM cluster go to one worker, which starts and stops it once;
-    so do a module's tests that share a module- or class-scoped fixture (a multirun, a tiny
-    hub, an engine), built once, not per worker. The SLURM tests also come first."""
-    slurm = []
-    for item in items:
+    """For `make test`'s two workers (`pytest -n 2 --dist loadgroup --no-loadscope-reorder`):
+    the tests that share the one-node SLURM cluster go to one worker, which starts and stops it
+    once; so do a module's tests that share a module- or class-scoped fixture (a multirun, a
+    tiny hub, an engine), built once, not per worker. Then the longest work goes first, so that
+    the last minutes are short tests filling both workers rather than one long run on one:
+    the SLURM group, the slow end-to-end runs, the other end-to-end tests, the unit tests that
+    share an engine or a fixture, the other unit tests (a stable sort: file order within each)."""
+    def rank(item) -> int:
         if "slurm_env" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
-            slurm.append(item)
-            continue
-        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-        if any(d.scope in ("module", "class") for fixturedefs in defs.values() for d in fixturedefs):
+            return 0
+        grouped = any(d.scope in ("module", "class") for defs in
+                      getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values() for d in defs)
+        if grouped:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    if config.getoption("numprocesses", None):  # the SLURM group is the longest: first, not the tail
-        items[:] = slurm + [item for item in items if item not in slurm]
+        if "tests/e2e/" in item.nodeid:
+            return 1 if item.get_closest_marker("slow") else 2
+        return 3 if grouped else 4
+
+    if config.getoption("numprocesses", None):
+        items.sort(key=rank)  # xdist hands out the groups in this order (--no-loadscope-reorder)
 
 
 def pytest_sessionfinish(session):

@@ -18,18 +18,31 @@ import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps import checkpoint
 from rlhf_sweeps import metrics as M
 
-# ================================================================== math vs naive references
 from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs
 from tests.launching import run_launch as run_in
 
 
+@pytest.fixture(scope="module")
+def multirun(tmp_path_factory, smoke_cache):
+    """One multirun over algo x regularizer on the smoke world: (the process, every run,
+    {(algo, regularizer): child run}, the store's uri). Its regularizer=kl members are each
+    algorithm's default run (conf/config.yaml's default regularizer is kl)."""
+    tmp = tmp_path_factory.mktemp("ppo_grpo")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    proc = run_in(["-m", "experiment=smoke", "algo=ppo,grpo", "regularizer=entropy,kl", "rollout=hf", "threads=1",
+                   f"cache_dir={smoke_cache}", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp / 'sweep'}"],
+                  tmp, timeout=1800)
+    runs = mlflow_runs(uri)
+    children = {(r.data.params["algo.name"], r.data.params["regularizer.name"]): r
+                for r in runs if r.data.tags.get(M.TAG_IS_SWEEP_PARENT) != "true"}
+    return proc, runs, children, uri
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
-def test_smoke_run_logs_every_eval_key_finite(algo, smoke_cache, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_in(["experiment=smoke", "rollout=hf", f"algo={algo}", "threads=1", f"cache_dir={smoke_cache}",
-            f"tracking.uri={uri}"], tmp_path, timeout=900)
-    (run,) = mlflow_runs(uri)
+def test_smoke_run_logs_every_eval_key_finite(algo, multirun):
+    _, _, children, uri = multirun
+    run = children[(algo, "kl")]
     assert run.info.status == "FINISHED"
     hist = histories(uri, run.info.run_id)
     for key in M.EVAL_KEYS:
@@ -47,19 +60,13 @@ def test_smoke_run_logs_every_eval_key_finite(algo, smoke_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_over_algorithms_and_regularizers_gives_four_children_under_one_parent(smoke_cache, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = run_in(["-m", "experiment=smoke", "algo=ppo,grpo", "regularizer=entropy,kl", "rollout=hf", "threads=1",
-                   f"cache_dir={smoke_cache}", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                  tmp_path, timeout=1800)
-    runs = mlflow_runs(uri)
+def test_multirun_over_algorithms_and_regularizers_gives_four_children_under_one_parent(multirun):
+    proc, runs, children, _ = multirun
     parents = [r for r in runs if r.data.tags.get(M.TAG_IS_SWEEP_PARENT) == "true"]
-    children = [r for r in runs if r.data.tags.get(M.TAG_IS_SWEEP_PARENT) != "true"]
     assert len(parents) == 1 and len(children) == 4, proc.stdout[-3000:]
-    assert all(r.info.status == "FINISHED" for r in children)
-    assert all(r.data.tags[M.TAG_PARENT] == parents[0].info.run_id for r in children)
-    assert sorted((r.data.params["algo.name"], r.data.params["regularizer.name"]) for r in children) == \
-        [("grpo", "entropy"), ("grpo", "kl"), ("ppo", "entropy"), ("ppo", "kl")]
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    assert all(r.data.tags[M.TAG_PARENT] == parents[0].info.run_id for r in children.values())
+    assert sorted(children) == [("grpo", "entropy"), ("grpo", "kl"), ("ppo", "entropy"), ("ppo", "kl")]
 
 
 STEPS, EVERY = 12, 4

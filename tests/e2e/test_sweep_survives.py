@@ -66,7 +66,7 @@ def _assert_nothing_running(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_local_sweep_reports_a_sigkilled_and_a_sigtermed_member_then_resumes_them(tmp_path):
-    args = _sweep_args(tmp_path, "local", "seed=0,1,2", "steps=40", "eval_every=20")
+    args = _sweep_args(tmp_path, "local", "seed=0,1,2", "steps=16", "eval_every=8", "checkpoint_every=2")
     proc = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=launch_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     os.kill(_wait_checkpoint(tmp_path, 1, proc), signal.SIGKILL)  # as the OOM killer does

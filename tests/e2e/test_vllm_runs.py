@@ -1,6 +1,7 @@
-"""vLLM through launch.py: a smoke run's engine log-probs match the trainer's, a
-stale engine is synced before each eval, and a one-process sweep does not leak
-engines. The sampler itself is tested in tests/unit/test_vllm.py.
+"""vLLM through launch.py: in a one-process sweep of three smoke runs, each run's
+engine log-probs match the trainer's and no run leaks its engine; a stale
+engine is synced before each eval. The sampler itself is tested in
+tests/unit/test_vllm.py.
 """
 
 from __future__ import annotations
@@ -29,19 +30,30 @@ def _history(client, run, key) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
 
 
+@pytest.fixture(scope="module")
+def vllm_sweep(smoke_cache, tmp_path_factory):
+    """Three smoke runs with vLLM, one after another in one process (the basic launcher)."""
+    tmp = tmp_path_factory.mktemp("vllm_sweep")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    run_launch(["-m", "experiment=smoke", "rollout=vllm", "seed=0,1,2", f"cache_dir={smoke_cache}",
+                f"tracking.uri={uri}", f"hydra.sweep.dir={tmp}/sweep"])
+    return _runs(uri)
+
+
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
-def test_smoke_run_with_vllm_matches_trainer_logprobs(smoke_cache, tracking_uri):
-    run_launch(["experiment=smoke", "rollout=vllm", f"cache_dir={smoke_cache}", f"tracking.uri={tracking_uri}"])
-    client, (run,) = _runs(tracking_uri)
-    assert run.info.status == "FINISHED"
-    gap_mean = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MEAN)
-    gap_max = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MAX)
-    print("rollout/logprob_gap_mean by step:", gap_mean, "max:", max(gap_max.values()))
-    assert sorted(gap_mean) == list(range(6))
-    assert max(gap_mean.values()) < 1e-3 and max(gap_max.values()) < 1e-3, (gap_mean, gap_max)
-    for key in (M.PERF_ROLLOUT_S, M.PERF_SCORE_S, M.PERF_UPDATE_S, M.PERF_SYNC_S, M.PERF_RSS_GB):
-        assert len(_history(client, run, key)) == 6, key
+def test_smoke_runs_with_vllm_match_trainer_logprobs(vllm_sweep):
+    client, runs = vllm_sweep
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        gap_mean = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MEAN)
+        gap_max = _history(client, run, M.ROLLOUT_LOGPROB_GAP_MAX)
+        print(f"seed {run.data.params['seed']}: rollout/logprob_gap_mean by step:", gap_mean,
+              "max:", max(gap_max.values()))
+        assert sorted(gap_mean) == list(range(6))
+        assert max(gap_mean.values()) < 1e-3 and max(gap_max.values()) < 1e-3, (gap_mean, gap_max)
+        for key in (M.PERF_ROLLOUT_S, M.PERF_SCORE_S, M.PERF_UPDATE_S, M.PERF_SYNC_S, M.PERF_RSS_GB):
+            assert len(_history(client, run, key)) == 6, key
 
 
 @pytest.mark.vllm
@@ -65,13 +77,10 @@ def test_stale_engine_is_synced_before_eval(smoke_cache, tracking_uri):
     assert sorted(clipped) == list(range(6)) and all(0 <= v <= 1 for v in clipped.values())
 
 
-@pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAVE_VLLM, reason="vllm(-cpu) is not installed")
-def test_basic_launcher_sweep_in_one_process_does_not_leak(smoke_cache, tracking_uri, tmp_path):
-    run_launch(["-m", "experiment=smoke", "rollout=vllm", "seed=0,1,2", f"cache_dir={smoke_cache}",
-                f"tracking.uri={tracking_uri}", f"hydra.sweep.dir={tmp_path}/sweep"])
-    client, runs = _runs(tracking_uri)
+def test_basic_launcher_sweep_in_one_process_does_not_leak(vllm_sweep):
+    client, runs = vllm_sweep
     assert [r.info.status for r in runs] == ["FINISHED"] * 3
     peak = [max(_history(client, r, M.PERF_RSS_GB).values()) for r in runs]
     print("peak perf/rss_gb per run (GiB):", [round(p, 3) for p in peak])
