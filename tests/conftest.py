@@ -76,8 +76,8 @@ def pytest_collection_modifyitems(config, items):
             return 1 if item.get_closest_marker("slow") else 2
         return 3 if grouped else 4
 
-    if config.getoption("numprocesses", None):
-        items.sort(key=rank)  # xdist hands out the groups in this order (--no-loadscope-reorder)
+    if hasattr(config, "workerinput"):  # an xdist worker: they collect, the controller schedules
+        items.sort(key=rank)  # and hands out the groups in this order (--no-loadscope-reorder)
 
 
 def pytest_sessionfinish(session):
