@@ -35,8 +35,8 @@ TEST_WORKERS := -n 2 --dist loadgroup --no-loadscope-reorder
 test: install ## the whole suite, tests/unit and tests/e2e on two workers (what .ci/run runs)
 	$(BIN)/python -m pytest -q $(TEST_WORKERS) --durations=40 tests/unit tests/e2e
 
-test-fast: install ## tests/unit only: no subprocess, no launch.py, no SLURM (about 2 min)
-	$(BIN)/python -m pytest -q tests/unit
+test-fast: install ## tests/unit only: no subprocess, no launch.py, no SLURM (two workers too)
+	$(BIN)/python -m pytest -q $(TEST_WORKERS) tests/unit
 
 smoke: install ## the whole pipeline in a few steps
 	$(BIN)/python launch.py experiment=smoke

@@ -22,7 +22,7 @@ import requests
 from rlhf_sweeps import checkpoint
 from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch
 
-STEPS, EVERY = 30, 3
+STEPS, EVERY = 18, 3
 
 
 def _args(tmp_path: Path, db: str) -> list[str]:
@@ -119,7 +119,7 @@ def server(tmp_path):
 @pytest.mark.slow
 def test_a_server_stopped_mid_run_and_restarted_ends_with_the_complete_history(tmp_path, server):
     server.start()
-    steps, every = 90, 3
+    steps, every = 60, 3
     args = [*SMALL, f"steps={steps}", f"checkpoint_every={every}", "eval_every=30", "threads=1",
             f"cache_dir={tmp_path / 'cache'}", f"tracking.uri={server.uri}", f"hydra.run.dir={tmp_path / 'out'}"]
     proc = subprocess.Popen(launch_cmd(args), cwd=tmp_path, env=launch_env(), stdout=subprocess.PIPE,

@@ -14,7 +14,7 @@ import pytest
 from rlhf_sweeps import checkpoint
 from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs, run_launch
 
-STEPS, EVERY = 30, 5
+STEPS, EVERY = 20, 5
 
 
 def _args(tmp_path: Path, db: str) -> list[str]:
