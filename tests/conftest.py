@@ -89,7 +89,7 @@ def pytest_sessionfinish(session):
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread_per_worker():
-    """Under `pytest -n 2` (opt-in) two xdist workers share two cores; torch's default of one thread
+    """Under `make test`'s two xdist workers the two cores are shared; torch's default of one thread
     per core then makes the in-process tests' tiny models wait on each other (a 2 s test
     took 30 s). One thread each, as every launched job gets (tests/launching.py)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -31,7 +31,7 @@ SMALL = [
 
 def one_thread(args: list[str]) -> list[str]:
     """`args` + `threads=1`, unless they set threads or pick a launcher (whose cpus_per_task
-    a test may check). Under `pytest -n 2` (opt-in) two workers share two cores, and a job
+    a test may check). Under `make test`'s two xdist workers the two cores are shared, and a job
     that takes every core for a tiny model only makes both wait."""
     if any(a.startswith(("threads=", "hydra/launcher=")) for a in args):
         return list(args)
