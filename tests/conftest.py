@@ -64,20 +64,18 @@ def pytest_collection_modifyitems(config, items):
     the last minutes are short tests filling both workers rather than one long run on one:
     the SLURM group, the slow end-to-end runs, the other end-to-end tests, the unit tests that
     share an engine or a fixture, the other unit tests (a stable sort: file order within each)."""
-    def rank(item) -> int:
-        if "slurm_env" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-            return 0
-        grouped = any(d.scope in ("module", "class") for defs in
-                      getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values() for d in defs)
-        if grouped:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-        if "tests/e2e/" in item.nodeid:
-            return 1 if item.get_closest_marker("slow") else 2
-        return 3 if grouped else 4
-
-    if hasattr(config, "workerinput"):  # an xdist worker: they collect, the controller schedules
-        items.sort(key=rank)  # and hands out the groups in this order (--no-loadscope-reorder)
+    if not hasattr(config, "workerinput"):  # xdist's workers collect; its controller schedules
+        return
+    rank = {}
+    for item in items:
+        slurm = "slurm_env" in item.fixturenames
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        shared = any(d.scope in ("module", "class") for fixturedefs in defs.values() for d in fixturedefs)
+        if slurm or shared:
+            item.add_marker(pytest.mark.xdist_group("slurm" if slurm else item.module.__name__))
+        e2e = item.nodeid.startswith("tests/e2e/")
+        rank[item] = 0 if slurm else 1 if e2e and item.get_closest_marker("slow") else 2 if e2e else 3 if shared else 4
+    items.sort(key=rank.__getitem__)  # xdist hands out the groups in this order (--no-loadscope-reorder)
 
 
 def pytest_sessionfinish(session):

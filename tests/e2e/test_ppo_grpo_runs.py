@@ -17,7 +17,6 @@ import pytest
 import launch  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from rlhf_sweeps import checkpoint
 from rlhf_sweeps import metrics as M
-
 from tests.launching import SMALL, histories, launch_cmd, launch_env, mlflow_runs
 from tests.launching import run_launch as run_in
 
